@@ -1,0 +1,5 @@
+import sys
+
+from progvc.cli import main
+
+sys.exit(main())

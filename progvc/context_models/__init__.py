@@ -1,0 +1,8 @@
+"""Context models: next-scale token probabilities. See :class:`ContextModel`."""
+
+from progvc.context_models.base import ContextModel, cross_entropy_bits, scale_inputs
+from progvc.registry import Registry
+
+CONTEXT_MODELS: Registry[ContextModel] = Registry("context model", "progvc.context_models", ContextModel)
+
+__all__ = ["CONTEXT_MODELS", "ContextModel", "cross_entropy_bits", "scale_inputs"]

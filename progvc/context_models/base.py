@@ -1,0 +1,118 @@
+"""The :class:`ContextModel` interface: probabilities of a scale's tokens from coarser scales
+and earlier frames.
+
+Contract (every implementation):
+
+* Inputs are latents, not token ids: for frame ``t`` and scale ``k`` (0-based),
+  ``cur[k]`` is the tokenizer's running latent ``f_hat`` of frame ``t`` after scales ``< k``,
+  area-downsampled to scale ``k``'s size ``[B, C, h_k, w_k]`` (zeros for ``k = 0``), and
+  ``prev[k]`` is the running latent of frame ``t - 1`` after scales ``<= k`` at the same size
+  (``None`` for the first frame of a group of pictures). :func:`scale_inputs` builds both.
+* This is the *layered dependency*: scale ``k`` of frame ``t`` never sees scales ``> k`` of an
+  earlier frame, so a stream cut after scale ``K`` still yields every probability the decoder
+  needs, identical to the encoder's.
+* Outputs are logits ``[B, h_k * w_k, G, A]`` (row-major positions, ``G`` symbols of ``A``
+  values each); the tokens of one scale are conditionally independent given the inputs, so a
+  whole scale is coded from one table per symbol.
+* :meth:`forward` scores all scales at once (training, teacher forcing);
+  :meth:`step` scores one scale at a time with a cache (coding and synthesis). The encoder and
+  the decoder both call :meth:`step`, in the same order and with the same shapes, so their
+  probabilities are identical; ``forward`` and ``step`` agree up to float rounding.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from progvc.tokenizers.base import TokenSpec
+
+
+class ContextModel(nn.Module, ABC):
+    """Next-scale probability model over multi-scale token maps.
+
+    Args:
+        latent_dim: channels ``C`` of the tokenizer's latent.
+        groups: symbols per token position ``G``.
+        alphabet: values per symbol ``A``.
+        num_scales: ``K``, the length of the tokenizer's scale schedule.
+    """
+
+    registry_name: str = ""
+
+    def __init__(self, latent_dim: int, groups: int, alphabet: int, num_scales: int) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.groups = groups
+        self.alphabet = alphabet
+        self.num_scales = num_scales
+
+    def check_compatible(self, spec: TokenSpec) -> None:
+        """Raise :class:`~progvc.errors.ConfigError` when this model cannot score ``spec``'s tokens."""
+        from progvc.errors import ConfigError
+
+        mine = (self.latent_dim, self.groups, self.alphabet, self.num_scales)
+        theirs = (spec.latent_dim, spec.groups, spec.alphabet, spec.num_scales)
+        if mine != theirs:
+            raise ConfigError(
+                f"context model {type(self).__name__} expects (latent_dim, groups, alphabet, num_scales) = {mine}, "
+                f"but the tokenizer produces {theirs}"
+            )
+
+    @abstractmethod
+    def forward(self, cur: list[Tensor], prev: list[Tensor] | None = None) -> list[Tensor]:
+        """Logits ``[B, h_k * w_k, G, A]`` for every scale ``k`` given ``cur`` (and ``prev``) inputs."""
+
+    @abstractmethod
+    def init_state(self, batch_size: int) -> Any:
+        """A fresh cache for :meth:`step` (one per frame being coded)."""
+
+    @abstractmethod
+    def step(self, state: Any, k: int, cur_k: Tensor, prev_k: Tensor | None = None) -> Tensor:
+        """Logits ``[B, h_k * w_k, G, A]`` of scale ``k``, updating ``state``; call for ``k = 0, 1, ...`` in order."""
+
+
+def area_resize(f: Tensor, size: tuple[int, int]) -> Tensor:
+    """Area-downsample ``f [B, C, h, w]`` to ``size`` (identity when the size already matches)."""
+    if tuple(f.shape[-2:]) == tuple(size):
+        return f
+    return F.interpolate(f, size=size, mode="area")
+
+
+def scale_inputs(
+    f_hats: list[Tensor], sizes: list[tuple[int, int]], prev_f_hats: list[Tensor] | None = None
+) -> tuple[list[Tensor], list[Tensor] | None]:
+    """Build the context model's ``cur`` and ``prev`` inputs from running latents.
+
+    Args:
+        f_hats: running latents of the current frame, ``f_hats[k]`` after scales ``0..k``, each
+            ``[B, C, h, w]``; only the first ``len(sizes) - 1`` are used.
+        sizes: the scale sizes to produce inputs for (a prefix of the schedule is fine).
+        prev_f_hats: the previous frame's running latents (at least ``len(sizes)`` of them), or ``None``.
+
+    Returns:
+        ``(cur, prev)`` as described in the module docstring.
+    """
+    ref = f_hats[0] if f_hats else prev_f_hats[0]
+    b, c = ref.shape[:2]
+    cur = [ref.new_zeros(b, c, *sizes[0])]
+    cur += [area_resize(f_hats[k - 1], sizes[k]) for k in range(1, len(sizes))]
+    prev = None if prev_f_hats is None else [area_resize(prev_f_hats[k], sizes[k]) for k in range(len(sizes))]
+    return cur, prev
+
+
+def flatten_tokens(tokens_k: Tensor) -> Tensor:
+    """``[B, h_k, w_k, G]`` token map -> ``[B, h_k * w_k, G]`` in the logits' position order."""
+    return tokens_k.flatten(1, 2)
+
+
+def cross_entropy_bits(logits: list[Tensor], tokens: list[Tensor]) -> Tensor:
+    """Total cross-entropy in bits of ``tokens`` under ``logits`` (summed over batch, scales, symbols)."""
+    total = logits[0].new_zeros(())
+    for lg, tk in zip(logits, tokens):
+        total = total + F.cross_entropy(lg.flatten(0, 2).float(), flatten_tokens(tk).flatten(), reduction="sum")
+    return total / torch.log(torch.tensor(2.0))

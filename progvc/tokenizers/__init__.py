@@ -1,0 +1,8 @@
+"""Tokenizers: frames <-> multi-scale residual token maps. See :class:`Tokenizer`."""
+
+from progvc.registry import Registry
+from progvc.tokenizers.base import Tokenizer, TokenizerOutput, TokenSpec
+
+TOKENIZERS: Registry[Tokenizer] = Registry("tokenizer", "progvc.tokenizers", Tokenizer)
+
+__all__ = ["TOKENIZERS", "Tokenizer", "TokenizerOutput", "TokenSpec"]
