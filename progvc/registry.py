@@ -48,7 +48,9 @@ class Registry(Generic[T]):
                 raise TypeError(f"{cls!r} is not a subclass of {self.base.__name__}")
             old = self._classes.get(name)
             if old is not None and old is not cls:
-                raise RegistryError(f"{self.family} {name!r} is already registered by {old.__module__}.{old.__qualname__}")
+                raise RegistryError(
+                    f"{self.family} {name!r} is already registered by {old.__module__}.{old.__qualname__}"
+                )
             self._classes[name] = cls
             cls.registry_name = name  # type: ignore[attr-defined]
             return cls
@@ -67,7 +69,10 @@ class Registry(Generic[T]):
             except Exception as exc:  # a broken plug-in must not break the library
                 import warnings
 
-                warnings.warn(f"progvc: could not load {self.family} plug-in {ep.name!r} ({ep.value}): {exc}", stacklevel=2)
+                warnings.warn(
+                    f"progvc: could not load {self.family} plug-in {ep.name!r} ({ep.value}): {exc}",
+                    stacklevel=2,
+                )
                 continue
             if getattr(cls, "registry_name", None) != ep.name or self._classes.get(ep.name) is not cls:
                 self.register(ep.name)(cls)

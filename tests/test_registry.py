@@ -76,7 +76,10 @@ def test_third_party_plugin_found_through_entry_point(tmp_path):
         """
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], env={"PYTHONPATH": str(tmp_path), "PATH": ""}, capture_output=True, text=True
+        [sys.executable, "-c", code],
+        env={"PYTHONPATH": str(tmp_path), "PATH": ""},
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     assert "outside" in out.stdout and "thirdparty_ctx.OutsideModel" in out.stdout

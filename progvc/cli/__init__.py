@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list every registered tokenizer, context model and entropy coder")
     p.set_defaults(func=_cmd_list)
     for name in LIGHTNING_COMMANDS:
-        sub.add_parser(name, help=f"Lightning '{name}' from a YAML recipe (see 'progvc {name} --help')", add_help=False)
+        sub.add_parser(
+            name, help=f"Lightning '{name}' from a YAML recipe (see 'progvc {name} --help')", add_help=False
+        )
     for module in _COMMAND_MODULES:
         try:
             mod = importlib.import_module(module)

@@ -114,5 +114,7 @@ def cross_entropy_bits(logits: list[Tensor], tokens: list[Tensor]) -> Tensor:
     """Total cross-entropy in bits of ``tokens`` under ``logits`` (summed over batch, scales, symbols)."""
     total = logits[0].new_zeros(())
     for lg, tk in zip(logits, tokens):
-        total = total + F.cross_entropy(lg.flatten(0, 2).float(), flatten_tokens(tk).flatten(), reduction="sum")
+        total = total + F.cross_entropy(
+            lg.flatten(0, 2).float(), flatten_tokens(tk).flatten(), reduction="sum"
+        )
     return total / torch.log(torch.tensor(2.0))

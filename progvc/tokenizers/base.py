@@ -21,7 +21,6 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor, nn
 
 
