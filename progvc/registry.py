@@ -8,9 +8,11 @@ value is ``"module:Class"``. Entry points are loaded lazily, on the first lookup
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from progvc.errors import ProgvcError
 
@@ -22,6 +24,42 @@ class RegistryError(ProgvcError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class Configurable:
+    """Mixin that records the arguments of the outermost ``__init__`` call in ``self.init_args``.
+
+    A component is then saved as ``{"name": registry_name, "init_args": init_args}``
+    (:meth:`Registry.config_of`) and rebuilt by :meth:`Registry.from_config`, without pickling
+    and without importing arbitrary class paths from a file. ``init_args`` must therefore be
+    plain data (numbers, strings, lists, dicts).
+    """
+
+    init_args: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        sig = inspect.signature(init)
+
+        @functools.wraps(init)
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            if "init_args" not in self.__dict__:
+                bound = sig.bind(self, *args, **kw)
+                bound.apply_defaults()
+                recorded = dict(bound.arguments)
+                recorded.pop(next(iter(sig.parameters)))  # self
+                for name, param in sig.parameters.items():
+                    if param.kind is inspect.Parameter.VAR_KEYWORD:
+                        recorded.update(recorded.pop(name, {}))
+                    elif param.kind is inspect.Parameter.VAR_POSITIONAL:
+                        recorded.pop(name, None)
+                object.__setattr__(self, "init_args", recorded)
+            init(self, *args, **kw)
+
+        cls.__init__ = __init__  # type: ignore[method-assign]
 
 
 class Registry(Generic[T]):
@@ -90,6 +128,17 @@ class Registry(Generic[T]):
     def create(self, name: str, **kwargs) -> T:
         """Instantiate ``name`` with keyword arguments."""
         return self.get(name)(**kwargs)
+
+    def config_of(self, obj: T) -> dict[str, Any]:
+        """``{"name": ..., "init_args": ...}`` of a registered, :class:`Configurable` instance."""
+        name = getattr(type(obj), "registry_name", "")
+        if self._classes.get(name) is not type(obj):
+            raise RegistryError(f"{type(obj).__qualname__} is not registered as a {self.family}")
+        return {"name": name, "init_args": dict(getattr(obj, "init_args", {}))}
+
+    def from_config(self, config: dict[str, Any]) -> T:
+        """Inverse of :meth:`config_of`."""
+        return self.create(config["name"], **config.get("init_args", {}))
 
     def names(self) -> list[str]:
         """Every registered name, sorted (entry points included)."""

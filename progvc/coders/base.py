@@ -18,6 +18,8 @@ from abc import ABC, abstractmethod
 
 from torch import Tensor
 
+from progvc.registry import Configurable
+
 
 class SymbolEncoder(ABC):
     """Accumulates chunks of symbols into one coded segment."""
@@ -39,7 +41,7 @@ class SymbolDecoder(ABC):
         """The next ``N`` symbols (int64 ``[N]``) given their tables ``freqs [N, A]``."""
 
 
-class EntropyCoder(ABC):
+class EntropyCoder(Configurable, ABC):
     """Lossless coder of symbols under per-symbol frequency tables."""
 
     registry_name: str = ""

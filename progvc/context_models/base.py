@@ -29,10 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from progvc.registry import Configurable
 from progvc.tokenizers.base import TokenSpec
 
 
-class ContextModel(nn.Module, ABC):
+class ContextModel(Configurable, nn.Module, ABC):
     """Next-scale probability model over multi-scale token maps.
 
     Args:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
+from progvc.registry import Configurable
+
 
 @dataclass(frozen=True)
 class TokenSpec:
@@ -95,7 +97,7 @@ class TokenizerOutput:
     stats: dict[str, Tensor] = field(default_factory=dict)
 
 
-class Tokenizer(nn.Module, ABC):
+class Tokenizer(Configurable, nn.Module, ABC):
     """Frames ``[B, 3, H, W]`` in ``[0, 1]`` <-> ``K`` multi-scale residual token maps."""
 
     registry_name: str = ""
