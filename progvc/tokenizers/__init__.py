@@ -6,3 +6,5 @@ from progvc.tokenizers.base import Tokenizer, TokenizerOutput, TokenSpec
 TOKENIZERS: Registry[Tokenizer] = Registry("tokenizer", "progvc.tokenizers", Tokenizer)
 
 __all__ = ["TOKENIZERS", "Tokenizer", "TokenizerOutput", "TokenSpec"]
+
+from progvc.tokenizers import msbsq, msvq  # noqa: E402,F401  (register "msbsq" and "msvq")

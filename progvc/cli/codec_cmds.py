@@ -1,0 +1,219 @@
+"""``progvc compress | decompress | truncate | info``: thin commands over :mod:`progvc.codec`.
+
+Outputs are never overwritten without ``--force`` and are written to a temporary sibling first,
+then moved into place, so a failed run leaves no half-written file behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from progvc.errors import ProgvcError
+
+
+class FileError(ProgvcError, OSError):
+    """An input that is missing or an output that exists (without ``--force``) or cannot be written."""
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    """Register the codec sub-commands on ``progvc``'s parser."""
+    p = subparsers.add_parser("compress", help="encode a video into a progressive .pgv stream")
+    p.add_argument("input", help="video file (mp4, y4m, ...) or folder of images")
+    p.add_argument("output", help="stream to write (.pgv)")
+    _model_args(p)
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--layers", type=int, help="scales to send per GOP (default: all)")
+    rate.add_argument("--target-bpp", type=float, help="send per GOP the most scales that fit this rate")
+    p.add_argument("--gop", type=int, default=32, help="frames per group of pictures (default 32)")
+    p.add_argument("--frames", type=int, help="code at most this many frames")
+    p.add_argument(
+        "--synthesis",
+        choices=("sample", "argmax", "none"),
+        default="sample",
+        help="decoder-side synthesis stored as the stream's default (default sample)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="synthesis seed stored in the stream (default 0)")
+    p.add_argument("--temperature", type=float, default=1.0, help="synthesis temperature (default 1.0)")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = all)")
+    _common_args(p)
+    p.set_defaults(func=_compress)
+
+    p = subparsers.add_parser("decompress", help="decode a .pgv stream to .y4m, .mp4 or a folder of PNGs")
+    p.add_argument("input", help="stream (.pgv)")
+    p.add_argument("output", help="video to write: .y4m, .mp4, .mkv, or a folder (no suffix) of PNGs")
+    _model_args(p)
+    p.add_argument("--layers", type=int, help="use at most this many received scales per GOP")
+    p.add_argument(
+        "--synthesis",
+        choices=("sample", "argmax", "none"),
+        help="how to fill the scales not used (default: the stream's)",
+    )
+    p.add_argument("--seed", type=int, help="synthesis seed (default: the stream's)")
+    _common_args(p)
+    p.set_defaults(func=_decompress)
+
+    p = subparsers.add_parser("truncate", help="cut a stream to fewer scales, without re-encoding")
+    p.add_argument("input", help="stream (.pgv)")
+    p.add_argument("output", help="stream to write (.pgv)")
+    p.add_argument("--layers", type=int, required=True, help="scales to keep per GOP")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=_truncate)
+
+    p = subparsers.add_parser("info", help="describe a .pgv stream (no model needed)")
+    p.add_argument("input", help="stream (.pgv)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_info)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default="default",
+        help="model file, Lightning checkpoint, YAML recipe (with --weights), or 'default'",
+    )
+    p.add_argument("--weights", help="weights for a YAML recipe given as --model")
+    p.add_argument("--device", default="cpu", help="torch device for the networks (default cpu)")
+
+
+def _common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _load_codec(args: argparse.Namespace):
+    from progvc.codec import Codec, CodecModel
+
+    if str(args.model).endswith((".yaml", ".yml")):
+        model = CodecModel.from_recipe(args.model, weights=args.weights)
+    else:
+        if args.weights:
+            raise FileError("--weights goes with a YAML recipe as --model")
+        model = CodecModel.load(args.model)
+    return Codec(model, device=args.device, progress=False if getattr(args, "quiet", False) else None)
+
+
+def _read_stream(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise FileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _check_output(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise FileError(f"{path} exists; pass --force to overwrite it")
+    if path.is_dir() and any(not _is_frame_png(p) for p in path.iterdir()):
+        raise FileError(f"{path} is a folder holding other files than frame PNGs; refusing to replace it")
+    if not path.parent.is_dir():
+        raise FileError(f"{path.parent}: no such folder")
+
+
+def _is_frame_png(p: Path) -> bool:
+    return p.is_file() and p.name.startswith("frame_") and p.suffix == ".png"
+
+
+def _write_atomically(path: Path, force: bool, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary sibling of ``path`` (file or folder), then move it into place."""
+    _check_output(path, force)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    target = tmp / path.name
+    try:
+        write(target)
+        if path.is_dir():
+            shutil.rmtree(path)
+        os.replace(target, path)
+    except OSError as exc:
+        if isinstance(exc, ProgvcError):
+            raise
+        raise FileError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from progvc.codec import SynthesisSettings
+    from progvc.io import probe_video
+
+    out = Path(args.output)
+    _check_output(out, args.force)
+    probe_video(args.input)  # an unreadable input fails before the model is loaded
+    synthesis = SynthesisSettings(args.synthesis, args.seed, args.temperature, args.top_k)
+    codec = _load_codec(args)
+    data = codec.compress(
+        args.input,
+        layers=args.layers,
+        target_bpp=args.target_bpp,
+        gop=args.gop,
+        max_frames=args.frames,
+        synthesis=synthesis,
+    )
+    _write_atomically(out, args.force, lambda tmp: tmp.write_bytes(data))
+    info = codec.inspect(data)
+    h = info.header
+    print(
+        f"{out}: {h.num_frames} frames {h.width}x{h.height}, {info.size} bytes, {info.bpp():.5f} bpp, "
+        f"layers per GOP {list(info.gop_layers)}"
+    )
+    return 0
+
+
+def _decompress(args: argparse.Namespace) -> int:
+    from progvc.codec import inspect
+    from progvc.io import write_video
+
+    out = Path(args.output)
+    _check_output(out, args.force)
+    data = _read_stream(args.input)
+    header = inspect(data).header  # validates the stream before the model is loaded
+    codec = _load_codec(args)
+    gops = codec.iter_decompress(data, layers=args.layers, synthesis=args.synthesis, seed=args.seed)
+    count = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal count
+        count = write_video(tmp, gops, fps=header.fps)
+
+    _write_atomically(out, args.force, write)
+    print(f"{out}: {count} frames {header.width}x{header.height}")
+    return 0
+
+
+def _truncate(args: argparse.Namespace) -> int:
+    from progvc.codec import inspect, truncate
+
+    out = Path(args.output)
+    _check_output(out, args.force)
+    data = truncate(_read_stream(args.input), args.layers)
+    _write_atomically(out, args.force, lambda tmp: tmp.write_bytes(data))
+    info = inspect(data)
+    print(f"{out}: {info.size} bytes, {info.bpp():.5f} bpp, layers per GOP {list(info.gop_layers)}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from progvc.codec import inspect
+
+    info = inspect(_read_stream(args.input))
+    d = info.to_dict()
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    syn = d["synthesis"]
+    lines = [
+        f"progvc stream v{d['version']}, model {d['fingerprint']}, coder {d['coder']}",
+        f"video: {d['width']}x{d['height']} @ {d['fps']} fps, {d['frames']} frames in {d['gops']} GOPs of {d['gop_size']}",
+        f"scales: {d['scales']} ({d['layers']} present; per GOP {d['gop_layers']})",
+        f"synthesis: {syn['mode']} (seed {syn['seed']}, temperature {syn['temperature']}, top-k {syn['top_k']})",
+        f"size: {d['size_bytes']} bytes ({d['header_bytes']} header), {d['bpp']:.5f} bpp",
+        "bytes per scale: " + ", ".join(str(b) for b in d["bytes_per_scale"]),
+        "bpp if cut after K scales: "
+        + ", ".join(f"K={k}: {info.bpp(k):.5f}" for k in range(d["layers"] + 1)),
+    ]
+    print("\n".join(lines))
+    return 0

@@ -1,0 +1,120 @@
+"""``progvc evaluate | demo``: thin commands over :mod:`progvc.evaluation`."""
+
+from __future__ import annotations
+
+import argparse
+
+from progvc.errors import ConfigError
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``evaluate`` and ``demo`` on ``progvc``'s parser."""
+    from progvc.evaluation.anchors import ANCHORS
+    from progvc.evaluation.demo import DEFAULT_FRAMES
+
+    p = subparsers.add_parser(
+        "evaluate",
+        help="RD curves and BD-rates of progvc (every prefix of one stream) against x264, x265 and SVT-AV1",
+    )
+    p.add_argument(
+        "videos", nargs="+", metavar="VIDEO", help="video files, or sample clips: carphone, bikes, ..."
+    )
+    p.add_argument("--model", default="default", help="progvc model file, Lightning checkpoint, or 'default'")
+    p.add_argument("--anchors-only", action="store_true", help="evaluate the anchors alone (no progvc model)")
+    p.add_argument(
+        "--frames", type=_positive, default=32, help="frames per video, from the first (default 32)"
+    )
+    p.add_argument(
+        "--gop", type=_positive, default=32, help="GOP size of progvc and the anchors (default 32)"
+    )
+    p.add_argument("--out", default="progvc-eval", help="output folder (default ./progvc-eval)")
+    p.add_argument("--force", action="store_true", help="overwrite the results of an earlier run in --out")
+    p.add_argument(
+        "--anchors", type=_names, default=list(ANCHORS), help=f"comma-separated (default {','.join(ANCHORS)})"
+    )
+    p.add_argument(
+        "--synthesis",
+        type=_names,
+        default=["sample", "none"],
+        help="progvc decoder synthesis modes, one curve each (default sample,none)",
+    )
+    p.add_argument(
+        "--weights", help="folder with LPIPS/DISTS/FVD weight files (default: the torch hub cache)"
+    )
+    p.add_argument("--no-perceptual", action="store_true", help="skip LPIPS, DISTS and FVD")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="synthesis sampling seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_evaluate)
+
+    p = subparsers.add_parser(
+        "demo", help="code the held-out carphone clip once, decode every prefix of scales, write a PNG strip"
+    )
+    p.add_argument("--model", default="default", help="progvc model file, Lightning checkpoint, or 'default'")
+    p.add_argument(
+        "--frames", type=_positive, default=DEFAULT_FRAMES, help=f"frames to code (default {DEFAULT_FRAMES})"
+    )
+    p.add_argument("--video", help="another video instead of the held-out carphone clip")
+    p.add_argument("--out", default="progvc-demo", help="output folder (default ./progvc-demo)")
+    p.add_argument("--force", action="store_true", help="overwrite an earlier demo in --out")
+    p.add_argument("--gop", type=_positive, default=32, help="GOP size (default 32)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="synthesis sampling seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_demo)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from progvc.evaluation.evaluate import evaluate
+
+    for mode in args.synthesis:
+        if mode not in ("sample", "argmax", "none"):
+            raise ConfigError(f"unknown synthesis mode {mode!r}; known: sample, argmax, none")
+    result = evaluate(
+        args.videos,
+        model=None if args.anchors_only else args.model,
+        frames=args.frames,
+        gop=args.gop,
+        out=args.out,
+        force=args.force,
+        anchors=args.anchors,
+        synthesis=args.synthesis,
+        weights=args.weights,
+        perceptual=not args.no_perceptual,
+        device=args.device,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    print(result.summary)
+    print(f"\nwrote {len(result.files)} files to {args.out}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from progvc.evaluation.demo import run_demo
+
+    result = run_demo(
+        model=args.model,
+        frames=args.frames,
+        out=args.out,
+        force=args.force,
+        gop=args.gop,
+        device=args.device,
+        seed=args.seed,
+        video=args.video,
+        progress=not args.quiet,
+    )
+    print(result.table)
+    print("\n" + "\n".join(f"wrote {path}" for path in result.files))
+    return 0

@@ -1,0 +1,156 @@
+"""The one deterministic path from a context model's logits to integer frequency tables.
+
+Entropy coding fails if the decoder's tables differ from the encoder's in a single entry, so the
+coders never see floating-point probabilities. :func:`logits_to_freqs` turns logits into integer
+frequencies in a way that only depends on the logits' values on a coarse grid:
+
+1. compute in float64 and subtract the row maximum (exact for float32 logits);
+2. quantize the distance to the maximum to a grid of ``1 / STEPS_PER_NAT`` nats;
+3. look the grid index up in an integer table of ``round(2**S * exp(-j / STEPS_PER_NAT))``,
+   floored at 1, computed once with :mod:`decimal` (correctly rounded, so the same integers on
+   every platform; ``math.exp`` is only faithful to the last bit on some C libraries).
+
+Steps 1-3 are element-wise or exact reductions (a maximum), so the result does not depend on
+thread counts, batch shapes or the device. What remains is the context model's own float noise:
+a logit that moves across a grid boundary changes a table entry, which is why the encoder and the
+decoder must compute logits along the same path (same ``step`` calls, same shapes). The grid
+makes that failure rare; it cannot make it impossible.
+
+``S`` depends on the alphabet size ``A`` only: ``S = min(24, 30 - ceil(log2 A))``, so every row
+sums to at most ``2**30`` (well below ``2**31``) and every entry is ``>= 1``.
+"""
+
+from __future__ import annotations
+
+import decimal
+import functools
+import math
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+#: grid of the quantized log-probabilities, in steps per nat (1/16 nat ~ 0.09 bit).
+STEPS_PER_NAT = 16
+#: every row of a table sums to at most ``2 ** MAX_TOTAL_BITS``.
+MAX_TOTAL_BITS = 30
+#: the largest table entry is at most ``2 ** MAX_SCALE_BITS``.
+MAX_SCALE_BITS = 24
+#: table entries processed at a time (2 MiB of float64).
+BLOCK_ELEMENTS = 1 << 18
+
+
+def scale_bits(alphabet: int) -> int:
+    """``S``: the most likely symbol of an ``alphabet``-sized row gets frequency ``2**S``."""
+    if alphabet < 1:
+        raise ValueError(f"alphabet must be at least 1, got {alphabet}")
+    bits = min(MAX_SCALE_BITS, MAX_TOTAL_BITS - math.ceil(math.log2(alphabet)))
+    if bits < 1:
+        raise ValueError(f"alphabet {alphabet} is too large for integer tables (at most 2**29)")
+    return bits
+
+
+@functools.cache
+def exp_table(bits: int) -> tuple[int, ...]:
+    """``round(2**bits * exp(-j / STEPS_PER_NAT))`` for ``j = 0, 1, ...`` down to (and ending at) 1.
+
+    Computed with 50-digit decimal arithmetic, whose ``exp`` is correctly rounded, so the integers
+    are the same on every platform. Cached: tables are built once per ``bits``.
+    """
+    ctx = decimal.Context(prec=50, rounding=decimal.ROUND_HALF_EVEN)
+    top = decimal.Decimal(2**bits)
+    entries = []
+    j = 0
+    while True:
+        value = ctx.multiply(top, ctx.exp(decimal.Decimal(-j) / STEPS_PER_NAT))
+        entry = max(1, int(value.to_integral_value(rounding=decimal.ROUND_HALF_EVEN, context=ctx)))
+        entries.append(entry)
+        if entry == 1:
+            return tuple(entries)
+        j += 1
+
+
+def row_blocks(rows: int, alphabet: int) -> Iterator[slice]:
+    """Slices of about ``BLOCK_ELEMENTS`` table entries covering ``rows`` rows of width ``alphabet``.
+
+    Table work is done block by block with reused buffers: a block stays in cache, and the big
+    temporaries (float64 copies of ``[N, A]``) are never allocated, which on a busy machine is
+    several times faster than whole-tensor ops.
+    """
+    step = max(1, BLOCK_ELEMENTS // max(1, alphabet))
+    for start in range(0, rows, step):
+        yield slice(start, min(rows, start + step))
+
+
+def logits_to_freqs(logits: Tensor) -> Tensor:
+    """Integer frequency tables from logits (see the module docstring for why this is deterministic).
+
+    Args:
+        logits: ``[..., A]`` unnormalised log-probabilities, any float dtype, any device. ``NaN``
+            and ``-inf`` count as "least likely", ``+inf`` as "most likely".
+
+    Returns:
+        int64 ``[..., A]`` on the logits' device: every entry ``>= 1``, every row sums to at most
+        ``2**30``; the most likely symbol of a row has ``2**scale_bits(A)``.
+    """
+    if logits.ndim == 0 or logits.shape[-1] < 1:
+        raise ValueError(f"logits must have shape [..., A] with A >= 1, got {tuple(logits.shape)}")
+    a = logits.shape[-1]
+    flat = logits.detach().reshape(-1, a)
+    out = torch.empty(flat.shape, dtype=torch.int64, device=flat.device)
+    table = exp_table(scale_bits(a))
+    lookup = torch.tensor(table, dtype=torch.int64, device=flat.device)
+    big = torch.finfo(torch.float64).max / 4
+    x = torch.empty(0, dtype=torch.float64, device=flat.device)
+    index = torch.empty(0, dtype=torch.int64, device=flat.device)
+    for rows in row_blocks(flat.shape[0], a):
+        n = rows.stop - rows.start
+        if x.shape[0] < n:
+            x = torch.empty(n, a, dtype=torch.float64, device=flat.device)
+            index = torch.empty(n, a, dtype=torch.int64, device=flat.device)
+        xb, ib = x[:n], index[:n]
+        xb.copy_(flat[rows])
+        torch.nan_to_num(xb, nan=-big, posinf=big, neginf=-big, out=xb)
+        xb.sub_(xb.amax(dim=-1, keepdim=True)).mul_(-STEPS_PER_NAT)  # grid steps below the row max
+        ib.copy_(xb.round_().clamp_(max=len(table) - 1))
+        torch.index_select(lookup, 0, ib.view(-1), out=out[rows].view(-1))
+    return out.view(logits.shape)
+
+
+def ideal_bits(symbols: Tensor, freqs: Tensor) -> float:
+    """Code length in **bits** of ``symbols [N]`` under the integer tables ``freqs [N, A]``.
+
+    This is the cross-entropy an ideal coder would reach with these tables; a real coder writes
+    a little more (its own precision, its flush).
+    """
+    symbols, freqs = check_chunk(symbols, freqs)
+    if symbols.numel() == 0:
+        return 0.0
+    f = freqs.to(torch.float64)
+    chosen = f.gather(1, symbols[:, None]).squeeze(1)
+    return float(-(torch.log2(chosen) - torch.log2(f.sum(dim=1))).sum())
+
+
+def check_chunk(symbols: Tensor | None, freqs: Tensor) -> tuple[Tensor, Tensor]:
+    """Validate a chunk for a coder and return ``(symbols [N] int64, freqs [N, A] int64)`` on the CPU.
+
+    ``symbols`` may be ``None`` (a decoder checks only the tables). Violations are programming
+    errors (the tables come from :func:`logits_to_freqs`), reported as :class:`ValueError`.
+    """
+    if freqs.ndim != 2 or freqs.shape[1] < 1:
+        raise ValueError(f"freqs must have shape [N, A] with A >= 1, got {tuple(freqs.shape)}")
+    if freqs.dtype.is_floating_point or freqs.dtype.is_complex or freqs.dtype == torch.bool:
+        raise ValueError(f"freqs must be an integer tensor, got {freqs.dtype}")
+    freqs = freqs.detach().to(device="cpu", dtype=torch.int64)
+    if symbols is None:
+        return torch.empty(0, dtype=torch.int64), freqs
+    if symbols.shape != (freqs.shape[0],):
+        raise ValueError(
+            f"symbols must have shape [{freqs.shape[0]}] to match freqs, got {tuple(symbols.shape)}"
+        )
+    if symbols.dtype.is_floating_point or symbols.dtype.is_complex or symbols.dtype == torch.bool:
+        raise ValueError(f"symbols must be an integer tensor, got {symbols.dtype}")
+    symbols = symbols.detach().to(device="cpu", dtype=torch.int64)
+    if symbols.numel() and (int(symbols.min()) < 0 or int(symbols.max()) >= freqs.shape[1]):
+        raise ValueError(f"symbols must lie in [0, {freqs.shape[1]})")
+    return symbols, freqs

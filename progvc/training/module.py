@@ -1,0 +1,365 @@
+"""The LightningModule that trains a tokenizer and a context model, in stages.
+
+* ``stage="tokenizer"``: reconstruction (L1 + L2) from a random prefix of scales, the
+  quantizer's commitment loss, LPIPS (when its backbone weights are given) and a PatchGAN
+  hinge loss after ``adv_start`` steps. The context model is frozen and unused.
+* ``stage="context"``: the tokenizer is frozen (eval mode, no gradients); the loss is the
+  context model's cross-entropy in bits per pixel -- the rate the entropy coder will reach.
+* ``stage="joint"``: both losses, summed, in one step (the rate does not reach the tokenizer:
+  tokens are discrete, so its only path would be the context model's inputs).
+
+The components are plain ``nn.Module`` attributes ``self.tokenizer`` and ``self.context_model``
+(state-dict keys ``tokenizer.*``, ``context_model.*``); every checkpoint also records their
+registry configs in ``checkpoint["progvc_model"]``, so :class:`progvc.codec.model.CodecModel`
+rebuilds the codec from a checkpoint without this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, MetricCollection
+
+from progvc.context_models import CONTEXT_MODELS, ContextModel, cross_entropy_bits, scale_inputs
+from progvc.errors import ConfigError, WeightsNotFoundError
+from progvc.metrics import MSSSIM, PSNR, BitsPerPixel, HaarPSI
+from progvc.tokenizers import TOKENIZERS, Tokenizer
+from progvc.training.losses import (
+    PatchDiscriminator,
+    adversarial_losses,
+    lpips_loss,
+    perceptual_model,
+    reconstruction_losses,
+)
+
+log = logging.getLogger(__name__)
+
+Stage = Literal["tokenizer", "context", "joint"]
+STAGES = ("tokenizer", "context", "joint")
+
+
+class WarmupCosine:
+    """LR multiplier: linear warm-up over ``warmup`` steps, then cosine decay to ``floor`` at ``total`` steps.
+
+    A callable object rather than a closure, so that ``LambdaLR.state_dict`` stores plain numbers
+    and checkpoints load with ``weights_only=True``. ``total <= warmup`` keeps the rate constant.
+    """
+
+    def __init__(self, warmup: int, total: int, floor: float) -> None:
+        self.warmup, self.total, self.floor = warmup, total, floor
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.total <= self.warmup:
+            return 1.0
+        progress = min(1.0, (step - self.warmup) / (self.total - self.warmup))
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def quality_metrics() -> MetricCollection:
+    """PSNR, MS-SSIM and HaarPSI of reconstructions ``[B, 3, H, W]`` in ``[0, 1]`` (progvc.metrics)."""
+    return MetricCollection({"psnr": PSNR(), "msssim": MSSSIM(), "haarpsi": HaarPSI()})
+
+
+def load_matching_weights(module: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
+    """Load the ``tokenizer.*`` / ``context_model.*`` weights of ``path`` whose names and shapes match.
+
+    ``path`` is a Lightning checkpoint (``state_dict``) or a progvc model file; it is read with
+    ``weights_only=True``. Returns ``(loaded, skipped)`` key lists.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"init_from: no checkpoint at {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ConfigError(f"init_from: {path} holds no state dict")
+    own = module.state_dict()
+    loaded, skipped = [], []
+    matching = {}
+    for key, value in state.items():
+        if not key.startswith(("tokenizer.", "context_model.")):
+            continue
+        if key in own and isinstance(value, Tensor) and own[key].shape == value.shape:
+            matching[key] = value
+            loaded.append(key)
+        else:
+            skipped.append(key)
+    if not loaded:
+        raise ConfigError(f"init_from: no tokenizer or context-model weight of {path} fits this model")
+    module.load_state_dict(matching, strict=False)
+    return loaded, skipped
+
+
+class ProgVCModule(LightningModule):
+    """Trains a :class:`Tokenizer` and a :class:`ContextModel` on clips ``[B, T, 3, H, W]``.
+
+    Args:
+        tokenizer: the tokenizer (a recipe gives ``class_path`` / ``init_args``).
+        context_model: the context model; must fit the tokenizer's :class:`TokenSpec`.
+        stage: ``"tokenizer"``, ``"context"`` or ``"joint"`` (see the module docstring).
+        lr: peak learning rate of the tokenizer.
+        context_lr: peak learning rate of the context model (``lr`` when ``None``).
+        disc_lr: peak learning rate of the discriminator (``lr`` when ``None``).
+        weight_decay: AdamW decay of the matrices and kernels (biases, norms and 1-D parameters get none).
+        betas: AdamW betas.
+        warmup_steps: linear learning-rate warm-up, in optimizer steps.
+        min_lr_ratio: cosine decay floor, as a fraction of the peak, reached at the last step.
+        l1_weight: weight of the L1 reconstruction loss.
+        l2_weight: weight of the L2 (MSE) reconstruction loss.
+        commit_weight: weight of the tokenizer's quantizer loss (``TokenizerOutput.loss``).
+        perceptual_weight: weight of LPIPS (0 disables it).
+        perceptual_weights_path: the LPIPS trunk's torchvision checkpoint, or a folder holding it;
+            ``None`` looks in the torch hub cache. Missing -> LPIPS is skipped with a logged
+            warning (nothing is downloaded).
+        perceptual_net: LPIPS backbone, ``"alex"`` or ``"vgg"``.
+        adv_weight: weight of the generator's hinge loss (0: no discriminator at all).
+        adv_start: step at which the adversarial loss switches on (before it, the discriminator
+            runs with zero weight, so every parameter has a gradient under DDP).
+        disc_channels: width of the PatchGAN's first layer.
+        disc_layers: stride-2 layers of the PatchGAN.
+        full_prefix_prob: probability that a tokenizer step reconstructs from all scales; otherwise
+            the prefix length is uniform in ``1..K`` (the same on every rank, from the step number).
+        rate_weight: weight of the rate loss (bits per pixel) in the context and joint stages.
+        init_from: checkpoint (Lightning or progvc model file) whose matching ``tokenizer.*`` and
+            ``context_model.*`` weights initialise this module, e.g. the tokenizer stage's result.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        context_model: ContextModel,
+        stage: Stage = "joint",
+        lr: float = 2e-4,
+        context_lr: float | None = None,
+        disc_lr: float | None = None,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+        l1_weight: float = 1.0,
+        l2_weight: float = 1.0,
+        commit_weight: float = 1.0,
+        perceptual_weight: float = 1.0,
+        perceptual_weights_path: str | None = None,
+        perceptual_net: str = "alex",
+        adv_weight: float = 0.1,
+        adv_start: int = 2000,
+        disc_channels: int = 64,
+        disc_layers: int = 3,
+        full_prefix_prob: float = 0.5,
+        rate_weight: float = 1.0,
+        init_from: str | None = None,
+    ) -> None:
+        super().__init__()
+        if stage not in STAGES:
+            raise ConfigError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
+        if not 0.0 <= full_prefix_prob <= 1.0:
+            raise ConfigError(f"full_prefix_prob must lie in [0, 1], got {full_prefix_prob}")
+        self.save_hyperparameters(ignore=["tokenizer", "context_model"])
+        context_model.check_compatible(tokenizer.spec)
+        self.tokenizer = tokenizer
+        self.context_model = context_model
+        self.model_config()  # fail now, not at the first checkpoint, if a component is not registered
+        self.stage = stage
+        self.trains_tokenizer = stage in ("tokenizer", "joint")
+        self.trains_context = stage in ("context", "joint")
+        self.discriminator = (
+            PatchDiscriminator(disc_channels, disc_layers)
+            if self.trains_tokenizer and adv_weight > 0
+            else None
+        )
+        # not a submodule: frozen, and kept out of checkpoints
+        self._lpips = [
+            perceptual_model(perceptual_weights_path, perceptual_net)
+            if self.trains_tokenizer and perceptual_weight > 0
+            else None
+        ]
+        self.tokenizer.requires_grad_(self.trains_tokenizer)
+        self.context_model.requires_grad_(self.trains_context)
+        self.val_metrics = quality_metrics()
+        self.val_bpp = BitsPerPixel()
+        self.val_bits_per_token = MeanMetric()
+        if init_from:
+            loaded, skipped = load_matching_weights(self, init_from)
+            log.info("init_from %s: loaded %d tensors, skipped %d", init_from, len(loaded), len(skipped))
+
+    # ----------------------------------------------------------------- helpers
+    def train(self, mode: bool = True) -> ProgVCModule:
+        """Like ``nn.Module.train``, but frozen components stay in eval mode (no codebook updates, no dropout)."""
+        super().train(mode)
+        if not self.trains_tokenizer:
+            self.tokenizer.eval()
+        if not self.trains_context:
+            self.context_model.eval()
+        return self
+
+    @staticmethod
+    def clips(batch: Tensor) -> Tensor:
+        """A batch as float clips ``[B, T, 3, H, W]`` in ``[0, 1]`` (accepts uint8, and frames ``[B, 3, H, W]``)."""
+        if isinstance(batch, (list, tuple)):
+            batch = batch[0]
+        if batch.dim() == 4:
+            batch = batch[:, None]
+        if batch.dim() != 5 or batch.shape[2] != 3:
+            raise ConfigError(f"expected clips [B, T, 3, H, W], got a batch of shape {list(batch.shape)}")
+        return batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
+
+    def _prefix(self) -> int:
+        """Number of scales to reconstruct from this step: all with ``full_prefix_prob``, else uniform in ``1..K``.
+
+        Drawn from a generator seeded by the step number, so every DDP rank picks the same prefix.
+        """
+        k = self.tokenizer.spec.num_scales
+        gen = torch.Generator().manual_seed(1_000_003 * (self.global_step + 1))
+        if torch.rand((), generator=gen) < self.hparams.full_prefix_prob:
+            return k
+        return int(torch.randint(1, k + 1, (), generator=gen))
+
+    def rate(self, tokens: list[Tensor], batch: int, time: int, size: tuple[int, int]) -> tuple[Tensor, int]:
+        """Cross-entropy in bits of every token of ``batch x time`` frames, and the number of token positions.
+
+        ``tokens`` hold ``batch * time`` frames, clip-major. Frame 0 of a clip is scored without
+        a previous frame, frames ``t >= 1`` with frame ``t - 1``'s running latents (the layered
+        dependency of :func:`~progvc.context_models.scale_inputs`); two batched calls in all.
+        """
+        sizes = self.tokenizer.spec.scale_sizes(*size)
+        with torch.no_grad():
+            f_hats = [f.unflatten(0, (batch, time)) for f in self.tokenizer.latents(tokens, size)]
+        toks = [t.unflatten(0, (batch, time)) for t in tokens]
+        cur, _ = scale_inputs([f[:, 0] for f in f_hats], sizes)
+        bits = cross_entropy_bits(self.context_model(cur, None), [t[:, 0] for t in toks])
+        if time > 1:
+            cur, prev = scale_inputs(
+                [f[:, 1:].flatten(0, 1) for f in f_hats], sizes, [f[:, :-1].flatten(0, 1) for f in f_hats]
+            )
+            bits = bits + cross_entropy_bits(
+                self.context_model(cur, prev), [t[:, 1:].flatten(0, 1) for t in toks]
+            )
+        positions = batch * time * sum(h * w for h, w in sizes)
+        return bits, positions
+
+    # ----------------------------------------------------------------- training
+    def _tokenizer_losses(self, frames: Tensor) -> tuple[Tensor, dict[str, Tensor], list[Tensor]]:
+        hp = self.hparams
+        out = self.tokenizer(frames, prefix=self._prefix())
+        parts = reconstruction_losses(out.recon, frames)
+        loss = hp.l1_weight * parts["l1"] + hp.l2_weight * parts["l2"] + hp.commit_weight * out.loss
+        parts["commit"] = out.loss
+        parts["prefix"] = torch.tensor(float(out.prefix))
+        lpips_net = self._lpips[0]
+        if lpips_net is not None:
+            parts["lpips"] = lpips_loss(lpips_net.to(frames.device), out.recon, frames)
+            loss = loss + hp.perceptual_weight * parts["lpips"]
+        if self.discriminator is not None:
+            adv = adversarial_losses(self.discriminator, frames, out.recon)
+            on = float(self.global_step >= hp.adv_start)
+            loss = loss + on * (hp.adv_weight * adv["g_adv"] + adv["d_hinge"])
+            parts.update(adv)
+        parts.update({f"tok_{k}": v for k, v in out.stats.items()})
+        return loss, parts, out.tokens
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        x = self.clips(batch)
+        b, t, _, h, w = x.shape
+        frames = x.flatten(0, 1)
+        loss = frames.new_zeros(())
+        logs: dict[str, Tensor] = {}
+        tokens = None
+        if self.trains_tokenizer:
+            loss_tok, parts, tokens = self._tokenizer_losses(frames)
+            loss = loss + loss_tok
+            logs.update(parts)
+        if self.trains_context:
+            if tokens is None:
+                with torch.no_grad():
+                    tokens = self.tokenizer.encode(frames)
+            bits, positions = self.rate([tk.detach() for tk in tokens], b, t, (h, w))
+            bpp = bits / (b * t * h * w)
+            loss = loss + self.hparams.rate_weight * bpp
+            logs.update({"bpp": bpp, "bits_per_token": bits / positions})
+        self.log_dict({f"train/{k}": v.detach().float() for k, v in logs.items()}, prog_bar=False)
+        self.log("train/loss", loss.detach(), prog_bar=True)
+        return loss
+
+    # ----------------------------------------------------------------- evaluation
+    def _evaluate(self, batch: Tensor, prefix: str) -> None:
+        x = self.clips(batch)
+        b, t, _, h, w = x.shape
+        frames = x.flatten(0, 1)
+        tokens = self.tokenizer.encode(frames)
+        recon = self.tokenizer.decode(tokens, (h, w)).clamp(0, 1)
+        self.val_metrics.update(recon, frames)
+        for name, metric in self.val_metrics.items():
+            self.log(f"{prefix}/{name}", metric, prog_bar=name == "psnr")
+        if self.trains_context:
+            bits, positions = self.rate(tokens, b, t, (h, w))
+            self.val_bpp.update(bits, b * t * h * w)
+            self.val_bits_per_token.update(bits / positions, weight=positions)
+            self.log(f"{prefix}/bpp", self.val_bpp, prog_bar=True)
+            self.log(f"{prefix}/bits_per_token", self.val_bits_per_token)
+
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    # ----------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        """One AdamW with a parameter group per trained part (own learning rate); warm-up + cosine schedule."""
+        hp = self.hparams
+        parts: list[tuple[nn.Module, float, float]] = []
+        if self.trains_tokenizer:
+            parts.append((self.tokenizer, hp.lr, hp.weight_decay))
+        if self.trains_context:
+            parts.append((self.context_model, hp.context_lr or hp.lr, hp.weight_decay))
+        if self.discriminator is not None:
+            parts.append((self.discriminator, hp.disc_lr or hp.lr, 0.0))
+        groups = []
+        for module, lr, wd in parts:
+            params = [p for p in module.parameters() if p.requires_grad]
+            decay = [p for p in params if p.dim() >= 2]
+            rest = [p for p in params if p.dim() < 2]
+            groups += [{"params": g, "lr": lr, "weight_decay": d} for g, d in ((decay, wd), (rest, 0.0)) if g]
+        if not groups:
+            raise ConfigError(f"stage {self.stage!r}: the components have no trainable parameters")
+        opt = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 0
+        total = int(total) if math.isfinite(total) else 0
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(hp.warmup_steps, total, hp.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip each parameter group on its own, so that the discriminator's gradients do not scale the tokenizer's."""
+        if not gradient_clip_val:
+            return
+        for group in optimizer.param_groups:
+            if gradient_clip_algorithm == "value":
+                nn.utils.clip_grad_value_(group["params"], gradient_clip_val)
+            else:
+                nn.utils.clip_grad_norm_(group["params"], gradient_clip_val)
+
+    # ----------------------------------------------------------------- checkpoints
+    def model_config(self) -> dict[str, Any]:
+        """``{"tokenizer": cfg, "context_model": cfg}``: the components' registry configs (plain data)."""
+        return {
+            "tokenizer": TOKENIZERS.config_of(self.tokenizer),
+            "context_model": CONTEXT_MODELS.config_of(self.context_model),
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record :meth:`model_config` as ``checkpoint["progvc_model"]``, so that ``CodecModel.load(ckpt)`` rebuilds the codec."""
+        checkpoint["progvc_model"] = self.model_config()

@@ -1,0 +1,247 @@
+"""Context models: shapes, forward == step, the layered temporal dependency, config round trips,
+errors, and bits per token on real video (var < static < uniform)."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from progvc.context_models import CONTEXT_MODELS, ContextModel, cross_entropy_bits, scale_inputs
+from progvc.context_models.common import step_all
+from progvc.errors import ConfigError
+from progvc.io import read_video, sample_clip
+from progvc.tokenizers import TOKENIZERS
+from progvc.tokenizers.base import TokenSpec
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine a second thread costs 10x in waits."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+C = 6
+SIZES = [(1, 1), (2, 3), (3, 5), (5, 7)]  # odd, non-square scale sizes
+TINY_VAR = dict(width=32, depth=2, heads=2)
+SPECS = {"codebook": dict(groups=1, alphabet=37), "bitwise": dict(groups=5, alphabet=2)}
+
+
+def make(name: str, spec: str = "codebook", **kw) -> ContextModel:
+    torch.manual_seed(0)
+    extra = TINY_VAR if name == "var" else {}
+    return CONTEXT_MODELS.create(
+        name, latent_dim=C, num_scales=len(SIZES), **SPECS[spec], **extra, **kw
+    ).eval()
+
+
+def random_inputs(batch: int = 2, dtype: torch.dtype = torch.float32, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    cur = [torch.randn(batch, C, *s, generator=g, dtype=dtype) for s in SIZES]
+    cur[0].zero_()
+    prev = [torch.randn(batch, C, *s, generator=g, dtype=dtype) for s in SIZES]
+    return cur, prev
+
+
+def max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max((x - y).abs().max().item() for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("spec", sorted(SPECS))
+@pytest.mark.parametrize("name", ["var", "static", "uniform"])
+def test_logit_shapes(name, spec):
+    model = make(name, spec)
+    cur, prev = random_inputs(batch=3)
+    g, a = SPECS[spec]["groups"], SPECS[spec]["alphabet"]
+    for logits in (model(cur, prev), model(cur), step_all(model, cur, prev)):
+        assert [tuple(x.shape) for x in logits] == [(3, h * w, g, a) for h, w in SIZES]
+    # a prefix of the scales is scored too (a truncated stream, or training on the coarse scales)
+    assert len(model(cur[:2], prev[:2])) == 2
+
+
+@pytest.mark.parametrize("with_prev", [True, False])
+def test_var_forward_matches_step(with_prev):
+    model = make("var")
+    cur, prev = random_inputs()
+    prev = prev if with_prev else None
+    with torch.no_grad():
+        assert max_diff(model(cur, prev), step_all(model, cur, prev)) < 1e-5
+        # the codec steps a float64 copy of the model: it must run in float64 and agree to ~1e-12
+        model64 = make("var").double()
+        cur64 = [c.double() for c in cur]
+        prev64 = None if prev is None else [p.double() for p in prev]
+        stepped = step_all(model64, cur64, prev64)
+        assert all(x.dtype == torch.float64 for x in stepped)
+        assert max_diff(model64(cur64, prev64), stepped) < 1e-12
+        assert max_diff([x.float() for x in stepped], model(cur, prev)) < 1e-5
+
+
+@torch.no_grad()
+def test_layered_temporal_dependency():
+    """Scale k sees cur[<= k] and prev[<= k] only: an earlier frame's finer scales never leak in."""
+    model = make("var").double()
+    cur, prev = random_inputs(dtype=torch.float64)
+    base = model(cur, prev)
+    for j in range(len(SIZES)):
+        for perturbed_prev in (True, False):
+            cur2, prev2 = [c.clone() for c in cur], [p.clone() for p in prev]
+            (prev2 if perturbed_prev else cur2)[j] += 1.0
+            out = model(cur2, prev2)
+            for k in range(len(SIZES)):
+                diff = (out[k] - base[k]).abs().max().item()
+                if k < j:
+                    assert diff < 1e-12, (j, k, perturbed_prev)
+                else:
+                    assert diff > 1e-8, (j, k, perturbed_prev)
+
+
+def test_prev_dropout_uses_the_no_prev_embedding():
+    cur, prev = random_inputs()
+    model = make("var", prev_dropout=1.0)
+    with torch.no_grad():
+        no_prev = model(cur)
+        assert max_diff(model(cur, prev), no_prev) > 1e-4  # eval: prev is used
+        model.train()
+        assert max_diff(model(cur, prev), no_prev) < 1e-6  # training: every sample's prev dropped
+
+
+@pytest.mark.parametrize("name", ["var", "static", "uniform"])
+def test_config_round_trip(name):
+    model = make(name, "bitwise")
+    if name == "static":
+        with torch.no_grad():
+            model.logits.normal_()
+    cfg = json.loads(json.dumps(CONTEXT_MODELS.config_of(model)))  # plain data only
+    rebuilt = CONTEXT_MODELS.from_config(cfg)
+    rebuilt.load_state_dict(model.state_dict())
+    rebuilt.eval()
+    cur, prev = random_inputs()
+    with torch.no_grad():
+        assert max_diff(rebuilt(cur, prev), model(cur, prev)) == 0.0
+    assert type(rebuilt) is type(model) and rebuilt.init_args == model.init_args
+
+
+def test_uniform_and_static_logits():
+    cur, _ = random_inputs()
+    assert all(x.abs().max() == 0 for x in make("uniform")(cur))
+    assert list(make("uniform").parameters()) == []
+    static = make("static")
+    with torch.no_grad():
+        static.logits.normal_()
+    out = static(cur)
+    for k, x in enumerate(out):
+        assert torch.equal(x, static.logits[k].expand_as(x))
+
+
+def test_misuse_raises_config_errors():
+    model = make("var")
+    cur, prev = random_inputs()
+    state = model.init_state(2)
+    with pytest.raises(ConfigError, match="in order"):
+        model.step(state, 1, cur[1])
+    model.step(state, 0, cur[0])
+    with pytest.raises(ConfigError, match="batch size"):
+        model.step(state, 1, cur[1][:1])
+    with pytest.raises(ConfigError, match=r"cur\[0\] must be"):
+        model([torch.zeros(2, C + 1, 1, 1)])
+    with pytest.raises(ConfigError, match="prev has"):
+        model(cur, prev[:2])
+    with pytest.raises(ConfigError, match="divisible"):
+        CONTEXT_MODELS.create("var", latent_dim=C, groups=1, alphabet=4, num_scales=2, width=30, heads=4)
+    with pytest.raises(ConfigError, match="tokenizer produces"):
+        model.check_compatible(TokenSpec(latent_dim=C, groups=1, alphabet=99, scales=(1, 2, 3, 4)))
+
+
+# --- real video -------------------------------------------------------------------------------
+
+
+def to_frames(video) -> torch.Tensor:
+    """uint8 ``[T, H, W, 3]`` -> float ``[T, 3, H, W]`` in ``[0, 1]``."""
+    return torch.from_numpy(video).permute(0, 3, 1, 2).float() / 255
+
+
+def context_data(tokenizer, prev_frames: torch.Tensor, cur_frames: torch.Tensor):
+    """``(cur, prev, tokens)``: the context model's inputs and targets for ``cur_frames`` after ``prev_frames``."""
+    size = tuple(cur_frames.shape[-2:])
+    with torch.no_grad():
+        tokens = tokenizer.encode(cur_frames)
+        f_hats = tokenizer.latents(tokens, size)
+        prev_f_hats = tokenizer.latents(tokenizer.encode(prev_frames), size)
+    cur, prev = scale_inputs(f_hats, tokenizer.spec.scale_sizes(*size), prev_f_hats)
+    return cur, prev, tokens
+
+
+def bits_per_token(model: ContextModel, data) -> float:
+    """Cross-entropy in bits per token position (``G`` symbols each) of ``data = (cur, prev, tokens)``."""
+    cur, prev, tokens = data
+    with torch.no_grad():
+        return (cross_entropy_bits(model.eval()(cur, prev), tokens) / sum(t.numel() for t in tokens)).item()
+
+
+def test_bits_per_token_on_real_video_var_beats_static_beats_uniform():
+    """Train briefly on pairs of consecutive 64x64 crops of bikes.mp4, score carphone (held out)."""
+    torch.manual_seed(0)
+    tokenizer = TOKENIZERS.create(
+        "msvq",
+        vocab_size=64,
+        latent_dim=8,
+        scales=(1, 2, 4, 8),
+        downsample=8,
+        width=8,
+        max_width=16,
+        num_res_blocks=0,
+    )
+    spec = tokenizer.spec
+    video, _ = read_video(sample_clip("bikes"), max_frames=100)
+    n = 256
+    t, y, x = (torch.randint(0, hi, (n,)).tolist() for hi in (len(video) - 1, 272 - 64, 640 - 64))
+    clips = torch.stack([to_frames(video[a : a + 2, b : b + 64, c : c + 64]) for a, b, c in zip(t, y, x)])
+    with (
+        torch.no_grad()
+    ):  # one training-mode pass seeds the (random-init) codebook from data, as training starts
+        tokenizer.train()(clips[:64, 0])
+    tokenizer.eval()
+    train = context_data(tokenizer, clips[:, 0], clips[:, 1])
+    carphone = to_frames(read_video(sample_clip("carphone"), max_frames=9)[0])
+    held_out = context_data(tokenizer, carphone[:-1], carphone[1:])
+
+    bits = {}
+    for name, kw, lr in [
+        ("uniform", {}, 0),
+        ("static", {}, 0.1),
+        ("var", dict(width=32, depth=2, heads=2), 3e-3),
+    ]:
+        torch.manual_seed(0)
+        model = CONTEXT_MODELS.create(
+            name,
+            latent_dim=spec.latent_dim,
+            groups=1,
+            alphabet=spec.alphabet,
+            num_scales=spec.num_scales,
+            **kw,
+        )
+        if lr:
+            opt = torch.optim.Adam(model.parameters(), lr=lr)
+            model.train()
+            for _ in range(120):
+                idx = torch.randint(0, n, (32,))
+                cur, prev, tokens = ([x[idx] for x in part] for part in train)
+                loss = cross_entropy_bits(model(cur, prev), tokens) / sum(t.numel() for t in tokens)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        bits[name] = bits_per_token(model, held_out)
+    assert bits["uniform"] == pytest.approx(math.log2(spec.alphabet), abs=1e-4)
+    assert bits["var"] < bits["static"] - 0.3 and bits["static"] < bits["uniform"] - 0.2, bits
+
+
+def test_bench_context_json(capsys):
+    from progvc.bench.context import main
+
+    assert main(["--json", "--sizes", "48x32", "--repeats", "1"]) == 0
+    rows = json.loads(capsys.readouterr().out)["context"]
+    assert [(r["frame"], r["dtype"]) for r in rows] == [("48x32", "float32"), ("48x32", "float64")]
+    assert all(r["tokens_per_frame"] == 15 and r["ms_per_frame"] > 0 for r in rows)

