@@ -239,7 +239,8 @@ def read_video(
     return np.stack(out), info.fps
 
 
-def _as_fraction(fps: float | Fraction) -> Fraction:
+def fps_fraction(fps: float | Fraction) -> Fraction:
+    """A frame rate as a fraction with denominator <= 1001 (29.97 -> 2997/100, 30000/1001 kept)."""
     rate = Fraction(fps).limit_denominator(1001)
     if rate <= 0 or rate > 1000:
         raise ConfigError(f"frame rate must be in (0, 1000], got {fps}")
@@ -280,7 +281,7 @@ def write_video(
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    rate = _as_fraction(fps)
+    rate = fps_fraction(fps)
     if suffix == "":
         return _write_pngs(path, _frames_of(frames))
     if suffix not in (".y4m", ".mp4", ".mkv"):

@@ -2,6 +2,7 @@
 
 import struct
 from dataclasses import replace
+from datetime import timedelta
 from fractions import Fraction
 
 import numpy as np
@@ -53,6 +54,7 @@ def reseal(header_body: bytes) -> bytes:
 
 
 @given(st.integers(0, 2**35 - 1))
+@settings(deadline=None)
 def test_varint_round_trip(value):
     assert _Reader(varint(value)).varint("v", 0, 2**35) == value
 
@@ -71,14 +73,14 @@ def test_varint_rejects_long_and_non_canonical():
     height=st.integers(1, 4096),
     num=st.integers(1, 120000),
     den=st.integers(1, 1001),
-    frames=st.integers(1, 10**6),
+    frames=st.integers(1, 5000),
     gop=st.integers(1, 1024),
     mode=st.sampled_from(["none", "argmax", "sample"]),
     seed=st.integers(0, 2**32 - 1),
     milli=st.integers(1, 65535),
     top_k=st.integers(0, 4096),
 )
-@settings(max_examples=50)
+@settings(max_examples=50, deadline=None)
 def test_header_round_trip(width, height, num, den, frames, gop, mode, seed, milli, top_k):
     fps = Fraction(num, den)
     if fps > 1000:
@@ -190,8 +192,9 @@ def _decode_or_refuse(data: bytes) -> None:
 
 
 @given(data=st.data())
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=timedelta(seconds=10), suppress_health_check=[HealthCheck.too_slow])
 def test_mutated_and_cut_streams_fail_cleanly(data):
+    """Any flip, overwrite, cut, insertion or deletion: BitstreamError or frames, each within 10 s (no hang)."""
     full = bytearray(stream())
     op = data.draw(st.sampled_from(["flip", "set", "cut", "insert", "delete"]))
     at = data.draw(st.integers(0, len(full) - 1))
@@ -209,21 +212,25 @@ def test_mutated_and_cut_streams_fail_cleanly(data):
 
 
 @given(garbage=st.binary(min_size=0, max_size=64))
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=timedelta(seconds=10))
 def test_random_bytes_fail_cleanly(garbage):
     _decode_or_refuse(garbage)
     _decode_or_refuse(stream()[:20] + garbage)
 
 
-def test_payload_corruption_that_keeps_the_checksum_still_gives_frames():
-    """Bypass the CRC (recompute it) to reach the entropy decoder with garbage: frames or BitstreamError."""
-    c, data = codec(), stream()
-    parsed = parse(data)
+@given(seed=st.integers(0, 2**32 - 1), mode=st.sampled_from(["none", "sample"]))
+@settings(max_examples=20, deadline=timedelta(seconds=10))
+def test_forged_payloads_with_valid_checksums_still_give_frames(seed, mode):
+    """Bypass the CRC (recompute it) to feed the entropy decoder garbage of any length: frames or BitstreamError."""
+    c, parsed = codec(), parse(stream())
+    rng = np.random.default_rng(seed)
     gops = []
-    rng = np.random.default_rng(0)
     for gop in parsed.gops:
-        segs = [bytes(rng.integers(0, 256, len(s), dtype=np.uint8)) for s in gop.segments]
+        segs = [rng.bytes(int(rng.integers(0, 2 * len(s) + 2))) for s in gop.segments]
         gops.append(encode_gop(gop.index, segs))
     forged = parsed.header.to_bytes() + b"".join(gops)
-    frames = c.decompress(forged, synthesis="none")
-    assert frames.shape == clip().shape
+    try:
+        frames = c.decompress(forged, synthesis=mode)
+    except BitstreamError:
+        return
+    assert frames.shape == clip().shape and frames.dtype == np.uint8

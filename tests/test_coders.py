@@ -149,6 +149,24 @@ def test_range_segment_flush_costs_about_two_bytes():
     assert sum(extra) / len(extra) < 3.0
 
 
+def test_range_round_trips_when_the_flush_awaits_a_carry():
+    """Many small segments, some ending in constriction's "inverted" state (words held back
+    for a carry), where the trimmed flush must stay on constriction's side of ``2**64``."""
+    coder = CODERS.create("range")
+    gen = torch.Generator().manual_seed(5)
+    inverted = 0
+    for i in range(400):
+        n, alphabet = 1 + i % 23, (2, 3, 17)[i % 3]
+        freqs = logits_to_freqs(3 * torch.randn(n, alphabet, generator=gen))
+        symbols = torch.multinomial(freqs.to(torch.float64), 1, generator=gen).squeeze(1)
+        encoder = coder.encoder()
+        encoder.encode(symbols, freqs)
+        _, (lower, width) = encoder._encoder.pos()  # white box: is the final interval straddling 2**64?
+        inverted += lower + width > 1 << 64
+        assert torch.equal(coder.decode(encoder.finish(), freqs), symbols)
+    assert inverted >= 1
+
+
 @pytest.mark.parametrize("name", CODER_NAMES)
 def test_bad_arguments_raise_value_error(name):
     coder = CODERS.create(name)

@@ -13,6 +13,7 @@ import torch
 from _tiny_codec import clip, tiny_model
 
 from progvc.cli import main
+from progvc.codec import Codec, CodecModel
 from progvc.errors import ConfigError
 from progvc.evaluation.anchors import ANCHORS, encode_decode, strip_sei, sweep
 from progvc.evaluation.evaluate import evaluate
@@ -199,8 +200,12 @@ def test_evaluate_end_to_end(tiny_files, tmp_path, monkeypatch):
     progvc = [p for p in saved["points"] if p["codec"] == "progvc-nosynth"]
     assert [p["bits"] for p in progvc] == sorted(p["bits"] for p in progvc)  # one stream, growing prefixes
     assert all(p["bpp"] > 0 and 0 <= p["lpips"] and p["psnr"] > 0 for p in saved["points"])
-    full = [p for p in saved["points"] if p["setting"] == f"scales={scales}/{scales}"]
-    assert full[0]["psnr"] == full[1]["psnr"]  # all scales sent: synthesis changes nothing
+    # evaluate decodes the full stream once for both curves: with every scale sent there is nothing to synthesize
+    codec = Codec(CodecModel.load(tiny_files / "tiny.pt"))
+    data = codec.compress(clip()[:4], gop=2)
+    assert np.array_equal(
+        codec.decompress(data, synthesis="sample"), codec.decompress(data, synthesis="none")
+    )
     bd = list(csv.DictReader((out / "bd_rate.csv").open()))
     assert len(bd) == 2 * 2 * 4  # (synth, nosynth) x (x264, svtav1) x 4 metrics
     assert all(row["bd_rate_percent"] or row["reason"] for row in bd)
@@ -233,3 +238,20 @@ def test_evaluate_cli_errors_are_one_line(tiny_files, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "progvc: error: unknown anchor 'vp9'; known: x264, x265, svtav1"
     assert main([*base, "--synthesis", "magic", "--out", str(tmp_path / "b")]) == 2
     assert "unknown synthesis mode 'magic'" in capsys.readouterr().err
+
+
+def test_evaluate_cli_anchors_only_in_bitrate_mode(tiny_files, tmp_path, capsys):
+    out = tmp_path / "anchors"
+    args = ["evaluate", str(tiny_files / "clip.y4m"), "--anchors-only", "--anchors", "x264,x265"]
+    assert main([*args, "--anchor-bpps", "0.05,0.5", "--no-perceptual", "--out", str(out), "--quiet"]) == 0
+    saved = json.loads((out / "results.json").read_text())
+    assert [(p["codec"], p["setting"]) for p in saved["points"]] == [
+        (c, f"bitrate={b}")
+        for c in ("x264", "x265")
+        for b in (round(0.05 * 64 * 48 * 25), round(0.5 * 64 * 48 * 25))
+    ]
+    assert saved["bd_rate"] == [] and saved["settings"]["model"] is None
+    assert "x264" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # argparse rejects it with a usage line
+        main([*args, "--anchor-bpps", "0,1", "--out", str(tmp_path / "bad")])
+    assert "rates must be > 0" in capsys.readouterr().err

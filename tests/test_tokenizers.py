@@ -161,13 +161,13 @@ def test_dead_code_restarts_keep_the_codebook_in_use(video):
     data = crops(video, 24, 32, seed=3)
 
     def usage(restart_after: int) -> float:
-        tok = tiny("msvq", restart_after=restart_after)
+        tok = tiny("msvq", restart_after=restart_after, vocab_size=128)
         train(tok, data, steps=25)
         tokens = tok.encode(data)
         return len(torch.unique(torch.cat([t.flatten() for t in tokens]))) / tok.spec.alphabet
 
     with_restarts, without = usage(5), usage(0)
-    assert with_restarts > 0.9 and with_restarts > without + 0.1, (with_restarts, without)
+    assert with_restarts > 0.6 and with_restarts > without + 0.2, (with_restarts, without)
 
 
 def test_restarts_are_seeded(video):

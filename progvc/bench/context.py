@@ -91,7 +91,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--repeats", type=int, default=5, help="timed runs per row, median reported (default: 5)"
     )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)"
+    )
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     rows = [
         time_step_path(args.model, DEFAULT_SPEC, w, h, dtype, args.repeats)
         for w, h in args.sizes

@@ -18,6 +18,16 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(v) for v in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not rates or min(rates) <= 0:
+        raise argparse.ArgumentTypeError(f"rates must be > 0, got {text!r}")
+    return rates
+
+
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Register ``evaluate`` and ``demo`` on ``progvc``'s parser."""
     from progvc.evaluation.anchors import ANCHORS
@@ -42,6 +52,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite the results of an earlier run in --out")
     p.add_argument(
         "--anchors", type=_names, default=list(ANCHORS), help=f"comma-separated (default {','.join(ANCHORS)})"
+    )
+    p.add_argument(
+        "--anchor-bpps",
+        type=_rates,
+        help="comma-separated target bits per pixel for the anchors (bitrate mode) instead of their crf sweeps",
     )
     p.add_argument(
         "--synthesis",
@@ -89,6 +104,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         out=args.out,
         force=args.force,
         anchors=args.anchors,
+        anchor_bpps=args.anchor_bpps,
         synthesis=args.synthesis,
         weights=args.weights,
         perceptual=not args.no_perceptual,

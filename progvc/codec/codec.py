@@ -72,7 +72,8 @@ class Codec:
     """Compress, decompress, truncate and inspect progressive streams with one :class:`CodecModel`.
 
     Args:
-        model: the model; the codec works on a snapshot of its weights taken here.
+        model: the model, moved to ``device`` and put in eval mode; the codec works on a snapshot
+            of its weights taken here (its fingerprint and float64 copies).
         device: where the networks run (``"cpu"``, ``"cuda"``); tables are always built on the CPU.
         batch_size: frames per tokenizer call (encode / decode), which bounds activation memory.
         progress: show tqdm progress bars on stderr (``None``: only when stderr is a terminal).
@@ -83,7 +84,7 @@ class Codec:
         model: CodecModel,
         device: str | torch.device = "cpu",
         batch_size: int = 8,
-        progress: bool | None = False,
+        progress: bool | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -131,7 +132,11 @@ class Codec:
             raise ConfigError(f"target_bpp must be > 0, got {target_bpp}")
         if not (isinstance(gop, int) and 1 <= gop <= bitstream.MAX_GOP):
             raise ConfigError(f"gop must be an integer in 1..{bitstream.MAX_GOP}, got {gop!r}")
+        if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 0):
+            raise ConfigError(f"max_frames must be an integer >= 0, got {max_frames!r}")
         synthesis = synthesis or SynthesisSettings()
+        if synthesis.top_k > self.spec.alphabet:
+            raise ConfigError(f"top_k {synthesis.top_k} exceeds the alphabet size {self.spec.alphabet}")
         frames, rate, total = self._open_video(video, fps, max_frames)
         send = num_scales if layers is None else min(layers, num_scales)
 
@@ -220,21 +225,21 @@ class Codec:
         self, video: VideoInput, fps: float | Fraction | None, max_frames: int | None
     ) -> tuple[Iterator[np.ndarray], Fraction, int | None]:
         """Frames (as an iterator), frame rate and, when known, the frame count of ``video``."""
-        from progvc.io import _as_fraction, iter_video
+        from progvc.io import fps_fraction, iter_video
 
         if isinstance(video, (str, Path)):
             info, frames = iter_video(video, max_frames=max_frames)
             total = info.num_frames if max_frames is None else min(max_frames, info.num_frames or max_frames)
-            return frames, _as_fraction(fps or info.fps), total
+            return frames, fps_fraction(fps or info.fps), total
         if isinstance(video, np.ndarray):
             if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
                 raise ConfigError(f"video must be uint8 [T, H, W, 3], got {video.dtype} {list(video.shape)}")
             video = video[:max_frames]
-            return iter(video), _as_fraction(fps or 25.0), len(video)
+            return iter(video), fps_fraction(fps or 25.0), len(video)
         frames = iter(video)
         if max_frames is not None:
             frames = (f for _, f in zip(range(max_frames), frames))
-        return frames, _as_fraction(fps or 25.0), None
+        return frames, fps_fraction(fps or 25.0), None
 
     def _header(
         self,

@@ -48,23 +48,22 @@ def _most_trailing_zeros(lo: int, hi: int) -> int:
 def _seal(encoder: _ConstrictionEncoder) -> bytes:
     """The encoder's words plus a minimal flush, as big-endian bytes without trailing zeros.
 
-    constriction's own flush writes the top word of ``lower + 2**32 - 1``; any point ``t`` in the
-    final interval ``[lower, lower + range)`` decodes the same, so we take the one with the most
-    trailing zeros. When the interval straddles ``2**64`` (a carry into the words still held
-    back, constriction's "inverted" situation) we stay on the side constriction chose, so the
-    words before the flush are the ones ``get_compressed`` resolved.
+    constriction's own flush writes the top word of ``lower + 2**32 - 1``; any point in the final
+    interval ``[lower, lower + range)`` decodes the same, so we take the one with the most
+    trailing zeros. When the interval straddles ``2**64`` (words held back awaiting a carry,
+    constriction's "inverted" situation) the point stays below ``2**64``, the side constriction's
+    flush chose, so the words before it are the ones ``get_compressed`` resolved.
     """
     words = np.asarray(encoder.get_compressed(), dtype=np.uint32)
     if words.size == 0:
         return b""
     position, (lower, width) = encoder.pos()
     top = 1 << _STATE_BITS
-    if lower + (1 << _WORD_BITS) - 1 < top:  # constriction's flush point did not carry
-        point = _most_trailing_zeros(lower, min(lower + width, top))
-    else:
-        point = _most_trailing_zeros(top, lower + width)
-    head = words[:position].astype(">u4").tobytes()
-    return (head + (point % top).to_bytes(_STATE_BITS // 8, "big")).rstrip(b"\0")
+    if lower + (1 << _WORD_BITS) - 1 >= top:
+        # constriction's flush point carried into the held-back words (odds ~2**-32): keep its flush.
+        return words.astype(">u4").tobytes().rstrip(b"\0")
+    point = _most_trailing_zeros(lower, min(lower + width, top))
+    return (words[:position].astype(">u4").tobytes() + point.to_bytes(_STATE_BITS // 8, "big")).rstrip(b"\0")
 
 
 def _float64_blocks(freqs: Tensor) -> Iterator[tuple[slice, np.ndarray]]:
@@ -80,6 +79,12 @@ def _float64_blocks(freqs: Tensor) -> Iterator[tuple[slice, np.ndarray]]:
         block = buffer[: rows.stop - rows.start]
         block.copy_(freqs[rows])
         yield rows, block.numpy()
+
+
+def _corrupt(exc: Exception) -> BitstreamError:
+    """One-line :class:`BitstreamError` for an error constriction raised while decoding."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return BitstreamError(f"range-coded segment is corrupt ({first})")
 
 
 class RangeSymbolEncoder(SymbolEncoder):
@@ -120,7 +125,7 @@ class RangeSymbolDecoder(SymbolDecoder):
         try:
             self._decoder = _ConstrictionDecoder(words)
         except Exception as exc:  # constriction raises plain Exceptions on bad data
-            raise BitstreamError(f"range-coded segment is corrupt ({exc})") from None
+            raise _corrupt(exc) from None
         self._family = Categorical(perfect=False)
 
     def decode(self, freqs: Tensor) -> Tensor:
@@ -130,7 +135,7 @@ class RangeSymbolDecoder(SymbolDecoder):
             for rows, probs in _float64_blocks(freqs):
                 symbols[rows] = self._decoder.decode(self._family, probs)
         except Exception as exc:
-            raise BitstreamError(f"range-coded segment is corrupt ({exc})") from None
+            raise _corrupt(exc) from None
         return torch.from_numpy(symbols)
 
 

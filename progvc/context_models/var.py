@@ -71,6 +71,8 @@ class VARContextModel(ContextModel):
         prev_dropout: float = 0.1,
     ) -> None:
         super().__init__(latent_dim, groups, alphabet, num_scales)
+        if min(width, depth, heads) < 1 or mlp_ratio <= 0:
+            raise ConfigError("var: width, depth and heads must be >= 1 and mlp_ratio > 0")
         if width % heads or width % 4:
             raise ConfigError(f"var: width {width} must be divisible by heads ({heads}) and by 4")
         if not 0.0 <= prev_dropout <= 1.0:
@@ -82,8 +84,8 @@ class VARContextModel(ContextModel):
         self.no_prev = nn.Parameter(torch.zeros(width))
         self.start = nn.Parameter(torch.zeros(width))
         self.level_embed = nn.Embedding(num_scales, width)
-        # the fixed position code has unit amplitude; starting it small (as VAR's learned positions, std 0.02)
-        # keeps it from drowning the content features, which generalises far better across frame sizes
+        # the fixed position code has unit amplitude; scaled down at first (as VAR's learned positions, std 0.02)
+        # it does not drown the content features (at unit scale, small models overfit the training positions)
         self.pos_gain = nn.Parameter(torch.tensor(0.02))
         rates = torch.linspace(0, drop_path, depth).tolist()
         self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, dropout, r) for r in rates)

@@ -4,8 +4,8 @@ Every anchor encodes RGB frames ``uint8 [T, H, W, 3]`` as 8-bit 4:2:0 (PyAV's de
 conversion both ways, frames padded to even sizes by edge replication and cropped back), with
 one GOP size (an IDR / key frame every ``gop`` frames, no scene-cut key frames), no B-frames and
 no look-ahead, on ``threads`` threads. The rate is the **bits** of the coded video packets: no
-container, and without the SEI messages x264 and x265 add (encoder version and settings text,
-about 600 bytes a stream for x264 and about 2 KB per key frame for x265; a decoder ignores them).
+container, and without the SEI messages x264 and x265 add (their version and settings as text:
+x264 in the first frame, x265 in every key frame; a decoder does not need them).
 
 Rate control is either a quality parameter (``crf``; the sweeps :attr:`AnchorCodec.sweep`) or a
 target bitrate in bits per second (x264/x265 ABR; SVT-AV1 CBR, since SVT-AV1 refuses VBR with
@@ -69,16 +69,12 @@ class AnchorCodec:
             opts["crf"] = str(crf)
         return opts
 
-    def describe(self, gop: int, threads: int = 1) -> dict:
-        """The settings of a sweep, for reports: encoder, options (``crf`` varies) and the ``crf`` values."""
-        options = self.encoder_options(gop, threads, self.sweep[0])
-        options.pop("crf")
-        return {
-            "encoder": self.encoder,
-            "decoder": self.decoder,
-            "options": options,
-            "crf_sweep": list(self.sweep),
-        }
+    def describe(self, gop: int, threads: int = 1, bitrate: bool = False) -> dict:
+        """The settings of a sweep, for reports: encoder, options (but the varying ``crf``), ``crf`` values."""
+        options = self.encoder_options(gop, threads, None if bitrate else self.sweep[0])
+        options.pop("crf", None)
+        info = {"encoder": self.encoder, "decoder": self.decoder, "options": options}
+        return info if bitrate else {**info, "crf_sweep": list(self.sweep)}
 
 
 ANCHORS: dict[str, AnchorCodec] = {

@@ -18,14 +18,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from progvc.codec.codec import frames_to_tensor
 from progvc.errors import ConfigError, WeightsNotFoundError
 from progvc.evaluation.anchors import ANCHORS, get_anchor, sweep
 from progvc.evaluation.rd import bd_rate_table, plot_rd, write_csv, write_json
 from progvc.evaluation.report import format_table, prepare_output_dir
 from progvc.metrics import DISTS, FVD, LPIPS, MSSSIM, PSNR, FrameMetric, HaarPSI
 
-#: every quality metric, in table order; the first three need no weights.
-QUALITY_METRICS = ("psnr", "msssim", "haarpsi", "lpips", "dists", "fvd")
+#: every quality metric by its name in the results, in table order; the first three need no weights.
+METRIC_CLASSES = {
+    "psnr": PSNR,
+    "msssim": MSSSIM,
+    "haarpsi": HaarPSI,
+    "lpips": LPIPS,
+    "dists": DISTS,
+    "fvd": FVD,
+}
 #: files an evaluation writes (for the no-overwrite check).
 OUTPUT_PATTERNS = ("results.json", "points.csv", "bd_rate.csv", "rd_*.png")
 
@@ -33,11 +41,6 @@ OUTPUT_PATTERNS = ("results.json", "points.csv", "bd_rate.csv", "rd_*.png")
 def synthesis_label(mode: str) -> str:
     """Curve name of progvc decoded with synthesis ``mode`` (``"sample"`` -> ``"progvc-synth"``)."""
     return {"sample": "progvc-synth", "none": "progvc-nosynth"}.get(mode, f"progvc-{mode}")
-
-
-def frames_tensor(frames: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 ``[T, H, W, 3]`` -> float ``[T, 3, H, W]`` in ``[0, 1]``."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float() / 255.0
 
 
 @dataclass
@@ -114,9 +117,9 @@ class QualityMeter:
 
     @property
     def names(self) -> list[str]:
-        """Names of the metrics this meter computes, in :data:`QUALITY_METRICS` order."""
+        """Names of the metrics this meter computes, in :data:`METRIC_CLASSES` order."""
         have = set(self.frame_metrics) | ({"fvd"} if self.fvd is not None else set())
-        return [m for m in QUALITY_METRICS if m in have]
+        return [m for m in METRIC_CLASSES if m in have]
 
     def score(self, decoded: np.ndarray, reference: np.ndarray) -> dict[str, float]:
         """Every metric of ``decoded`` against ``reference`` (both uint8 ``[T, H, W, 3]``)."""
@@ -125,8 +128,8 @@ class QualityMeter:
         for metric in self.frame_metrics.values():
             metric.reset()
         for start in range(0, len(reference), self.batch_size):
-            x = frames_tensor(decoded[start : start + self.batch_size], self.device)
-            y = frames_tensor(reference[start : start + self.batch_size], self.device)
+            x = frames_to_tensor(decoded[start : start + self.batch_size], self.device)
+            y = frames_to_tensor(reference[start : start + self.batch_size], self.device)
             for metric in self.frame_metrics.values():
                 metric.update(x, y)
         scores = {name: float(metric.compute()) for name, metric in self.frame_metrics.items()}
@@ -142,7 +145,7 @@ class QualityMeter:
 
     def _clips(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 ``[n * L, H, W, 3]`` -> clips ``[n, L, 3, H, W]`` in ``[0, 1]`` (``L`` = :attr:`clip_len`)."""
-        x = frames_tensor(frames, self.device)
+        x = frames_to_tensor(frames, self.device)
         return x.reshape(-1, self.clip_len, *x.shape[1:])
 
 
@@ -215,6 +218,7 @@ def evaluate_video(
     synthesis: Sequence[str] = ("sample", "none"),
     seed: int = 0,
     step: Callable[[str], None] | None = None,
+    anchor_bpps: Sequence[float] | None = None,
 ) -> list[dict]:
     """RD points of one video: progvc at every prefix of one stream (per synthesis mode) and every anchor setting.
 
@@ -229,6 +233,7 @@ def evaluate_video(
         synthesis: decoder synthesis modes; each gives one progvc curve.
         seed: sampling seed of the synthesis.
         step: called with a short description after every decode (progress bars).
+        anchor_bpps: target rates of the anchors in bits per pixel (bitrate mode) instead of their crf sweeps.
     """
     step = step or (lambda _desc: None)
     num = len(frames)
@@ -236,7 +241,7 @@ def evaluate_video(
     if codec is not None:
         points += _progvc_points(name, frames, fps, codec, meter, gop, synthesis, seed, step)
     for anchor in anchors:
-        for result in sweep(frames, anchor, gop=gop, fps=fps):
+        for result in sweep(frames, anchor, bpps=anchor_bpps, gop=gop, fps=fps):
             scores = meter.score(result.frames, frames)
             points.append(
                 _point(
@@ -299,7 +304,7 @@ def summarize(
             cell = table.setdefault(key, {"video": key[0], "progvc": key[1], "anchor": key[2]})
             cell[row["metric"]] = row["bd_rate_percent"]
         parts.append(
-            "== BD-rate (%, negative = progvc needs fewer bits at equal quality; - = curves do not overlap)\n"
+            "== BD-rate (%, negative = progvc needs fewer bits at equal quality; - = undefined, see bd_rate.csv)\n"
             + format_table(list(table.values()), ["video", "progvc", "anchor", *metrics])
         )
     if skipped:
@@ -315,6 +320,7 @@ def evaluate(
     out: str | Path = "progvc-eval",
     force: bool = False,
     anchors: Sequence[str] = tuple(ANCHORS),
+    anchor_bpps: Sequence[float] | None = None,
     synthesis: Sequence[str] = ("sample", "none"),
     weights: str | Path | None = None,
     perceptual: bool = True,
@@ -332,6 +338,7 @@ def evaluate(
         out: output folder: ``results.json``, ``points.csv``, ``bd_rate.csv``, ``rd_<video>_<metric>.png``.
         force: overwrite the results of an earlier run in ``out``.
         anchors: anchor names (``x264``, ``x265``, ``svtav1``).
+        anchor_bpps: target rates of the anchors in bits per pixel (bitrate mode); default: their crf sweeps.
         synthesis: progvc decoder synthesis modes, one curve each (``sample``, ``argmax``, ``none``).
         weights: folder with the LPIPS / DISTS / FVD weights (default: the torch hub cache).
         perceptual: also compute LPIPS, DISTS and FVD where their weights are found.
@@ -363,17 +370,18 @@ def evaluate(
         meter = QualityMeter.build(clip.shape[1:3], len(clip), weights, perceptual, device)
         skipped.update(meter.skipped)
         metrics += [m for m in meter.names if m not in metrics]
-        steps = sum(len(get_anchor(a).sweep) for a in anchors) + (
+        steps = sum(len(anchor_bpps or get_anchor(a).sweep) for a in anchors) + (
             codec.spec.num_scales * len(modes) if codec else 0
         )
         with tqdm(total=steps, desc=name, file=sys.stderr, disable=not progress, leave=False) as bar:
             points += evaluate_video(
-                name, clip, fps, codec, meter, anchors, gop, modes, seed, step=lambda _d: bar.update()
+                name, clip, fps, codec, meter, anchors, gop, modes, seed, lambda _d: bar.update(), anchor_bpps
             )
     for name in metrics:
         skipped.pop(name, None)  # computed for some video after all
     tests = [synthesis_label(m) for m in modes]
-    bd_rates = bd_rate_table(points, tests, list(anchors), metrics)
+    directions = {m: METRIC_CLASSES[m].higher_is_better for m in metrics}
+    bd_rates = bd_rate_table(points, tests, list(anchors), directions)
     results = {
         "videos": [str(v) for v in videos],
         "settings": {
@@ -383,7 +391,8 @@ def evaluate(
             "synthesis": modes,
             "seed": seed,
         },
-        "anchors": {a: get_anchor(a).describe(gop) for a in anchors},
+        "anchors": {a: get_anchor(a).describe(gop, bitrate=anchor_bpps is not None) for a in anchors},
+        "anchor_bpps": None if anchor_bpps is None else list(anchor_bpps),
         "metrics": metrics,
         "skipped_metrics": skipped,
         "points": points,

@@ -15,15 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-#: metrics where a larger value is better; the others (lpips, dists, fvd, bpp) are distances.
-HIGHER_IS_BETTER = {
-    "psnr": True,
-    "msssim": True,
-    "haarpsi": True,
-    "lpips": False,
-    "dists": False,
-    "fvd": False,
-}
 #: axis labels of the plots.
 METRIC_LABELS = {
     "psnr": "PSNR (dB)",
@@ -83,7 +74,7 @@ def bd_rate(
         test_rates, test_quality: the curve being compared.
         higher_is_better: False for distances (LPIPS, DISTS, FVD), whose axis is flipped.
     """
-    from scipy.interpolate import PchipInterpolator  # imported on use: scipy.interpolate takes ~0.5 s
+    from scipy.interpolate import PchipInterpolator  # imported on use: scipy.interpolate is slow to import
 
     sign = 1.0 if higher_is_better else -1.0
     anchor = _curve(anchor_rates, anchor_quality, sign)
@@ -115,9 +106,18 @@ def curves_of(points: Iterable[Mapping], video: str) -> dict[str, list[Mapping]]
 
 
 def bd_rate_table(
-    points: Sequence[Mapping], tests: Sequence[str], anchors: Sequence[str], metrics: Sequence[str]
+    points: Sequence[Mapping],
+    tests: Sequence[str],
+    anchors: Sequence[str],
+    higher_is_better: Mapping[str, bool],
 ) -> list[dict]:
-    """BD-rate of every test codec against every anchor, per video and metric, as rows of a table."""
+    """BD-rate of every test codec against every anchor, per video and metric, as rows of a table.
+
+    Args:
+        points: RD points (see the module docstring).
+        tests, anchors: codec labels of the curves compared.
+        higher_is_better: the metrics to compare, each with its direction.
+    """
     rows = []
     for video in dict.fromkeys(p["video"] for p in points):
         curves = curves_of(points, video)
@@ -125,14 +125,14 @@ def bd_rate_table(
             for anchor in anchors:
                 if test not in curves or anchor not in curves:
                     continue
-                for metric in metrics:
+                for metric, higher in higher_is_better.items():
                     a, t = curves[anchor], curves[test]
                     result = bd_rate(
                         [p["bpp"] for p in a],
                         [p.get(metric, math.nan) for p in a],
                         [p["bpp"] for p in t],
                         [p.get(metric, math.nan) for p in t],
-                        HIGHER_IS_BETTER.get(metric, True),
+                        higher,
                     )
                     rows.append(
                         {

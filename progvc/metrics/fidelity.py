@@ -93,7 +93,7 @@ def ms_ssim(
 
     The same numbers as ``piq.multi_scale_ssim`` (Gaussian window, 'valid' filtering, 2 x 2 average
     pooling after replicate-padding odd sizes, negative terms clipped to 0, channels averaged), but
-    with a separable window: about 4x faster on a CPU, where a grouped 11 x 11 convolution is slow.
+    with a separable window, which is faster on a CPU, where a grouped 11 x 11 convolution is slow.
     """
     c1, c2 = k1**2, k2**2
     window = _gaussian_window(kernel_size, sigma, x)

@@ -74,8 +74,8 @@ class I3DFeatures(nn.Module):
 class FVD(Metric):
     """Fréchet video distance between decoded clips and reference clips (lower is better).
 
-    ``update(preds, target)`` takes clips ``[N, T, 3, H, W]`` in ``[0, 1]`` (``T >= 9`` for I3D;
-    16 frames per clip is the usual protocol). The covariance of ``D``-dimensional features needs
+    ``update(preds, target)`` takes clips ``[N, T, 3, H, W]`` in ``[0, 1]`` (16 frames per clip is
+    the usual protocol). The covariance of ``D``-dimensional features needs
     at least two clips per side, and is only a good estimate with many more than ``D``.
 
     Args:

@@ -8,9 +8,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 
-def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
-    """GroupNorm with the largest group count ``<= max_groups`` that divides ``channels``."""
-    return nn.GroupNorm(math.gcd(channels, max_groups), channels, eps=1e-6)
+def group_norm(channels: int, max_groups: int = 32, min_group_size: int = 4) -> nn.GroupNorm:
+    """GroupNorm with the most groups that divide ``channels``, at most ``max_groups``, each of at least
+    ``min_group_size`` channels when possible (one-channel groups would be instance normalisation,
+    which wipes out every channel's mean and contrast)."""
+    groups = max(1, math.gcd(channels, min(max_groups, max(channels // min_group_size, 1))))
+    return nn.GroupNorm(groups, channels, eps=1e-6)
 
 
 class ResBlock(nn.Module):

@@ -161,7 +161,7 @@ def _read_image(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)[None]
+            return np.array(img.convert("RGB"), dtype=np.uint8)[None]
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise VideoReadError(f"{path}: cannot read image ({exc})") from None
 
@@ -210,29 +210,30 @@ class ClipDataset(Dataset):
         self.length = length
         self.flip = flip and fixed_seed is None
         clips = np.array([v.shape[0] - clip_len + 1 for v in videos], dtype=np.float64)
-        self.weights = clips / clips.sum()
+        self.cum_weights = np.cumsum(clips) / clips.sum()
+        self.cum_weights[-1] = 1.0 + 1e-9  # u in [0, 1) always lands in a video
         self.fixed = None
         if fixed_seed is not None:
             rng = np.random.default_rng(fixed_seed)
             self.fixed = [self._place(rng.random(4)) for _ in range(length)]
 
-    def _place(self, u: np.ndarray) -> tuple[int, int, int, int, bool]:
-        """Placement ``(video, t0, y0, x0, flip)`` from four uniform numbers in ``[0, 1)``."""
-        i = int(np.searchsorted(np.cumsum(self.weights), u[0] * (1 - 1e-12), side="right"))
+    def _place(self, u: np.ndarray) -> tuple[int, int, int, int]:
+        """Placement ``(video, t0, y0, x0)`` of a clip from four uniform numbers in ``[0, 1)``."""
+        i = int(np.searchsorted(self.cum_weights, u[0], side="right"))
         t, h, w = self.videos[i].shape[:3]
         t0 = int(u[1] * (t - self.clip_len + 1))
         y0 = int(u[2] * (h - self.crop[0] + 1))
         x0 = int(u[3] * (w - self.crop[1] + 1))
-        return i, t0, y0, x0, False
+        return i, t0, y0, x0
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> Tensor:
         if self.fixed is not None:
-            i, t0, y0, x0, flip = self.fixed[index]
+            (i, t0, y0, x0), flip = self.fixed[index], False
         else:  # torch's RNG: Lightning seeds it per rank and per worker
-            i, t0, y0, x0, _ = self._place(torch.rand(4, dtype=torch.float64).numpy())
+            i, t0, y0, x0 = self._place(torch.rand(4, dtype=torch.float64).numpy())
             flip = self.flip and bool(torch.rand(()) < 0.5)
         clip = self.videos[i][t0 : t0 + self.clip_len, y0 : y0 + self.crop[0], x0 : x0 + self.crop[1]]
         if flip:

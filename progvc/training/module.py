@@ -258,11 +258,14 @@ class ProgVCModule(LightningModule):
         if lpips_net is not None:
             parts["lpips"] = lpips_loss(lpips_net.to(frames.device), out.recon, frames)
             loss = loss + hp.perceptual_weight * parts["lpips"]
-        if self.discriminator is not None:
+        if self.discriminator is not None and self.global_step >= hp.adv_start:
             adv = adversarial_losses(self.discriminator, frames, out.recon)
-            on = float(self.global_step >= hp.adv_start)
-            loss = loss + on * (hp.adv_weight * adv["g_adv"] + adv["d_hinge"])
+            loss = loss + hp.adv_weight * adv["g_adv"] + adv["d_hinge"]
             parts.update(adv)
+        elif self.discriminator is not None:
+            # before the warm-up ends the discriminator costs nothing, but its parameters stay in
+            # the graph (with zero gradient) so that DDP finds no unused parameters
+            loss = loss + sum(p.sum() for p in self.discriminator.parameters()) * 0.0
         parts.update({f"tok_{k}": v for k, v in out.stats.items()})
         return loss, parts, out.tokens
 
