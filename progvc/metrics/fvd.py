@@ -35,8 +35,10 @@ def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -
     matrix, so no complex arithmetic and no ill-conditioned general square root.
 
     Args:
-        mu1, mu2: means ``[D]``.
-        sigma1, sigma2: covariances ``[D, D]``.
+        mu1: mean ``[D]`` of the first distribution.
+        sigma1: covariance ``[D, D]`` of the first distribution.
+        mu2: mean ``[D]`` of the second distribution.
+        sigma2: covariance ``[D, D]`` of the second distribution.
     """
     mu1, sigma1, mu2, sigma2 = (t.double() for t in (mu1, sigma1, mu2, sigma2))
     root1 = _sqrtm_psd(sigma1)

@@ -6,12 +6,13 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from progvc.errors import ConfigError
 from progvc.tokenizers import TOKENIZERS
-from progvc.tokenizers.multiscale import MultiScaleResidualTokenizer
+from progvc.tokenizers.multiscale import MultiScaleResidualTokenizer, QuantizeResult, is_distributed, resize
 
 
 def _binary_entropy(p: Tensor) -> Tensor:
@@ -28,11 +29,16 @@ class MultiScaleBSQTokenizer(MultiScaleResidualTokenizer):
     (a linear map shared by the scales), L2-normalised to ``u`` and quantized to the nearest
     corner of the hypercube on the unit sphere, ``sign(u) / sqrt(d)``; the token is the ``d``
     signs as bits (``G = d``, ``A = 2``). Dequantization maps the corner back to ``C`` channels
-    and multiplies by a learned gain of scale ``k`` (normalising removed the residual's
-    magnitude, which shrinks from scale to scale). Straight-through gradient from ``u``;
-    commitment ``beta * |u - sg(corner)|^2``; optionally BSQ's entropy regulariser
+    (a second linear map, initialised as the transpose of the first) and multiplies by a gain of
+    scale ``k``: normalising removed the residual's magnitude, which shrinks from scale to scale.
+    The gains are set from data on the first training step, then learned.
+
+    Losses, averaged over scales: as a codebook loss, ``|v - sg(z)|^2`` for the dequantized
+    vector ``v`` (trains the back-projection and the gains); commitments
+    ``beta * (|z - sg(v)|^2 + |u - sg(corner)|^2)``; and BSQ's entropy regulariser
     ``entropy_weight * (H(bit | position) - H(bit))``, factorised over bits, which makes each
-    bit confident and keeps both of its values in use.
+    bit confident and keeps both of its values in use (without it, bits freeze to constants and
+    the fine scales stop carrying information). Straight-through gradient from ``u``.
 
     Args:
         bits: bits per position ``d``.
@@ -53,7 +59,7 @@ class MultiScaleBSQTokenizer(MultiScaleResidualTokenizer):
         phi_shared: int = 4,
         phi_ratio: float = 0.5,
         beta: float = 0.25,
-        entropy_weight: float = 0.0,
+        entropy_weight: float = 0.1,
         entropy_temperature: float = 1.0,
     ) -> None:
         if bits < 1:
@@ -76,9 +82,16 @@ class MultiScaleBSQTokenizer(MultiScaleResidualTokenizer):
         self.bits = int(bits)
         self.entropy_weight = float(entropy_weight)
         self.entropy_temperature = float(entropy_temperature)
-        self.proj_in = nn.Linear(latent_dim, bits)
-        self.proj_out = nn.Linear(bits, latent_dim)
+        self.proj_in = nn.Linear(latent_dim, bits, bias=False)
+        self.proj_out = nn.Linear(bits, latent_dim, bias=False)
+        # start as an orthogonal projection and its transpose, so that a corner points back along the
+        # residual it came from (independent random maps would make them uncorrelated)
+        nn.init.orthogonal_(self.proj_in.weight)
+        with torch.no_grad():
+            self.proj_out.weight.copy_(self.proj_in.weight.T)
         self.gain = nn.Parameter(torch.ones(self.spec.num_scales))
+        # the gains are set from data on the first training step (see _calibrate_gain)
+        self.register_buffer("gain_ready", torch.zeros((), dtype=torch.bool))
 
     def _corner(self, bits: Tensor) -> Tensor:
         """Bits ``[..., d]`` -> hypercube corner on the unit sphere, ``(2 b - 1) / sqrt(d)``."""
@@ -91,11 +104,44 @@ class MultiScaleBSQTokenizer(MultiScaleResidualTokenizer):
     def dequantize_scale(self, k: int, tokens: Tensor) -> Tensor:
         return self._to_latent(k, self._corner(tokens))
 
+    def _sphere(self, z: Tensor) -> Tensor:
+        """Residual ``z [B, C, h_k, w_k]`` -> its projection on the unit sphere ``u [B, h_k, w_k, d]``."""
+        return F.normalize(self.proj_in(z.permute(0, 2, 3, 1)), dim=-1)
+
+    @torch.no_grad()
+    def _calibrate_gains(self, f: Tensor) -> None:
+        """Set each scale's gain to the least-squares scale of its dequantized corners onto its residual.
+
+        Done once, on the first training step: a gain learned from 1 by Adam moves by about the
+        learning rate per step, far too slowly to match the encoder's latent magnitude, and the
+        residual of every later scale depends on it. Under ``torch.distributed`` the sums are
+        reduced over ranks, so every replica sets the same gains.
+        """
+        size = tuple(f.shape[-2:])
+        ds = self.spec.downsample
+        f_rest = f
+        for k, hw in enumerate(self.spec.scale_sizes(size[0] * ds, size[1] * ds)):
+            z = resize(f_rest, hw, "area")
+            v = self.proj_out(self._corner((self._sphere(z) >= 0).long())).permute(0, 3, 1, 2)
+            sums = torch.stack([(z * v).sum(), v.square().sum()]).float()
+            if is_distributed():
+                dist.all_reduce(sums)
+            self.gain[k] = sums[0] / sums[1].clamp_min(1e-12)
+            f_rest = f_rest - self._expand(k, v * self.gain[k], size)
+        self.gain_ready.fill_(True)
+
+    def quantize(self, f: Tensor, update: bool = False) -> QuantizeResult:
+        if update and not bool(self.gain_ready):
+            self._calibrate_gains(f.detach())
+        return super().quantize(f, update)
+
     def quantize_scale(self, k: int, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        u = F.normalize(self.proj_in(z.permute(0, 2, 3, 1)), dim=-1)  # [B, h_k, w_k, d]
+        u = self._sphere(z)
         bits = (u >= 0).long()
         corner = self._corner(bits)
-        loss = self.beta * F.mse_loss(u, corner)
+        v = self._to_latent(k, corner)  # gradients to proj_out and the gain only
+        # as a codebook loss: the dequantized corner should match the residual; plus commitments
+        loss = F.mse_loss(v, z.detach()) + self.beta * (F.mse_loss(z, v.detach()) + F.mse_loss(u, corner))
         if self.entropy_weight:
             p = torch.sigmoid(2.0 * math.sqrt(self.bits) * u / self.entropy_temperature).flatten(0, 2)
             loss = loss + self.entropy_weight * (

@@ -11,11 +11,7 @@ from torch.nn import functional as F
 
 from progvc.errors import ConfigError
 from progvc.tokenizers import TOKENIZERS
-from progvc.tokenizers.multiscale import MultiScaleResidualTokenizer
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
+from progvc.tokenizers.multiscale import MultiScaleResidualTokenizer, is_distributed
 
 
 @TOKENIZERS.register("msvq")
@@ -83,12 +79,17 @@ class MultiScaleVQTokenizer(MultiScaleResidualTokenizer):
 
     @torch.no_grad()
     def nearest(self, z_NC: Tensor) -> Tensor:
-        """Index ``[N]`` of the code nearest (L2) to each row of ``z_NC [N, C]``, in chunks of bounded memory."""
-        w = self.codebook.weight.detach().to(z_NC.dtype)
-        w_sq = w.square().sum(1)
-        rows = max(1, self.chunk_elems // w.shape[0])
-        # |z - e|^2 = |z|^2 - 2 z.e + |e|^2; |z|^2 does not change the argmin
-        return torch.cat([torch.addmm(w_sq, c, w.T, alpha=-2.0).argmin(1) for c in z_NC.split(rows)])
+        """Index ``[N]`` of the code nearest (L2) to each row of ``z_NC [N, C]``, in chunks of bounded memory.
+
+        Distances are computed in at least float32, outside autocast: a bf16 argmin would pick wrong codes.
+        """
+        dtype = torch.promote_types(z_NC.dtype, torch.float32)
+        with torch.autocast(z_NC.device.type, enabled=False):
+            z, w = z_NC.to(dtype), self.codebook.weight.detach().to(dtype)
+            w_sq = w.square().sum(1)
+            rows = max(1, self.chunk_elems // w.shape[0])
+            # |z - e|^2 = |z|^2 - 2 z.e + |e|^2; |z|^2 does not change the argmin
+            return torch.cat([torch.addmm(w_sq, c, w.T, alpha=-2.0).argmin(1) for c in z.split(rows)])
 
     def dequantize_scale(self, k: int, tokens: Tensor) -> Tensor:
         return self.codebook(tokens[..., 0]).permute(0, 3, 1, 2).contiguous()
@@ -108,13 +109,14 @@ class MultiScaleVQTokenizer(MultiScaleResidualTokenizer):
             "perplexity": torch.exp(-(p * p.clamp_min(1e-12).log()).sum()),
         }
         if update and self.restart_after > 0:
-            stats["restarted"] = self._restart_dead_codes(counts, zs) / self.spec.alphabet
+            restarted = self._restart_dead_codes(counts, zs)
+            stats["restarted"] = counts.new_tensor(restarted / self.spec.alphabet, dtype=torch.float32)
         return stats
 
     @torch.no_grad()
-    def _restart_dead_codes(self, counts: Tensor, zs: list[Tensor]) -> Tensor:
+    def _restart_dead_codes(self, counts: Tensor, zs: list[Tensor]) -> int:
         """Age the codes by one step, re-seed those unused for ``restart_after`` steps; returns how many."""
-        if _distributed():
+        if is_distributed():
             counts = counts.clone()
             dist.all_reduce(counts)
         self.code_age += 1
@@ -124,14 +126,14 @@ class MultiScaleVQTokenizer(MultiScaleResidualTokenizer):
         self.steps += 1
         n = dead.numel()
         if n == 0:
-            return counts.new_zeros((), dtype=torch.float32)
+            return 0
         pool = torch.cat([z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]) for z in zs]).float()
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         pick = torch.randint(pool.shape[0], (n,), generator=gen).to(pool.device)
         noise = torch.randn(n, pool.shape[1], generator=gen).to(pool.device)
         new = pool[pick] + 0.01 * pool.std() * noise
-        if _distributed():
+        if is_distributed():
             dist.broadcast(new, src=0)
         self.codebook.weight[dead] = new.to(self.codebook.weight.dtype)
         self.code_age[dead] = 0
-        return torch.tensor(float(n))
+        return n

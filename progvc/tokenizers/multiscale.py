@@ -51,7 +51,12 @@ class QuantizeResult:
     stats: dict[str, Tensor] = field(default_factory=dict)
 
 
-def _resize(x: Tensor, size: tuple[int, int], mode: str) -> Tensor:
+def is_distributed() -> bool:
+    """Whether ``torch.distributed`` is running (quantizer upkeep must then agree across ranks)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def resize(x: Tensor, size: tuple[int, int], mode: str) -> Tensor:
     """Resize ``x [B, C, h, w]`` to ``size`` (identity when it already has that size)."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
@@ -151,7 +156,7 @@ class MultiScaleResidualTokenizer(Tokenizer):
 
     def _expand(self, k: int, vec: Tensor, size: tuple[int, int]) -> Tensor:
         """Scale ``k``'s contribution to ``f_hat``: bicubic upsampling of ``vec`` to the latent grid, then phi."""
-        return self.phi(_resize(vec, size, "bicubic"), k)
+        return self.phi(resize(vec, size, "bicubic"), k)
 
     def quantize(self, f: Tensor, update: bool = False) -> QuantizeResult:
         """Quantize a latent ``f [B, C, h, w]`` scale by scale (see the module docstring).
@@ -164,7 +169,7 @@ class MultiScaleResidualTokenizer(Tokenizer):
         f_rest, f_hat = f, torch.zeros_like(f)
         tokens, f_hats, zs, losses = [], [], [], []
         for k, hw in enumerate(sizes):
-            z = _resize(f_rest, hw, "area")
+            z = resize(f_rest, hw, "area")
             idx, vec, loss = self.quantize_scale(k, z)
             contrib = self._expand(k, vec, size)
             f_hat = f_hat + contrib
