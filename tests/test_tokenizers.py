@@ -246,6 +246,11 @@ def test_bad_inputs_raise_config_error(odd):
         tok(odd, prefix=tok.spec.num_scales + 1)
     with pytest.raises(ConfigError, match=r"\[B, 3, H, W\]"):
         tok.encode(odd[:, :1])
+    with pytest.raises(ConfigError, match="float"):
+        tok.encode((odd * 255).to(torch.uint8))
+    with pytest.raises(ConfigError, match="at most"):
+        tok.latents(tokens + tokens[-1:], (72, 100))
+    assert tok.latents([], (72, 100)) == []
     with pytest.raises(ConfigError, match="scale 1"):
         tok.latents([tokens[0], tokens[0]], (72, 100))
     with pytest.raises(ConfigError, match="lie in"):

@@ -90,7 +90,7 @@ class MultiScaleBSQTokenizer(MultiScaleResidualTokenizer):
         with torch.no_grad():
             self.proj_out.weight.copy_(self.proj_in.weight.T)
         self.gain = nn.Parameter(torch.ones(self.spec.num_scales))
-        # the gains are set from data on the first training step (see _calibrate_gain)
+        # the gains are set from data on the first training step (see _calibrate_gains)
         self.register_buffer("gain_ready", torch.zeros((), dtype=torch.bool))
 
     def _corner(self, bits: Tensor) -> Tensor:

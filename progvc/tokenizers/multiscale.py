@@ -143,8 +143,10 @@ class MultiScaleResidualTokenizer(Tokenizer):
 
     # ---- the shared scheme -------------------------------------------------------------------
     def _check_frames(self, frames: Tensor) -> None:
-        if frames.dim() != 4 or frames.shape[1] != 3:
-            raise ConfigError(f"frames must be a [B, 3, H, W] tensor, got shape {tuple(frames.shape)}")
+        if frames.dim() != 4 or frames.shape[1] != 3 or not frames.is_floating_point():
+            raise ConfigError(
+                f"frames must be a float [B, 3, H, W] tensor in [0, 1], got {frames.dtype} {tuple(frames.shape)}"
+            )
 
     def encode_latent(self, frames: Tensor) -> Tensor:
         """Unquantized latent ``f [B, C, h, w]`` of ``frames [B, 3, H, W]`` in ``[0, 1]`` (``h = ceil(H / ds)``)."""
@@ -189,8 +191,8 @@ class MultiScaleResidualTokenizer(Tokenizer):
     def latents(self, tokens: list[Tensor], size: tuple[int, int]) -> list[Tensor]:
         spec = self.spec
         sizes = spec.scale_sizes(*size)
-        if not tokens or len(tokens) > len(sizes):
-            raise ConfigError(f"expected 1 to {len(sizes)} token maps, got {len(tokens)}")
+        if len(tokens) > len(sizes):
+            raise ConfigError(f"expected at most {len(sizes)} token maps, got {len(tokens)}")
         f_hat: Tensor | None = None
         out = []
         for k, tk in enumerate(tokens):
