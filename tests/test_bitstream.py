@@ -7,7 +7,6 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-import torch
 from _tiny_codec import clip, codec, stream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,14 +14,6 @@ from hypothesis import strategies as st
 from progvc.codec import SynthesisSettings, inspect, truncate
 from progvc.codec.bitstream import Header, _Reader, crc16, encode_gop, parse, varint
 from progvc.errors import BitstreamError, ConfigError
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_header(**kw) -> Header:

@@ -6,20 +6,11 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from _tiny_codec import clip, codec
 
 from progvc.cli import main
 from progvc.codec import inspect
 from progvc.io import read_video, sample_clip, write_video
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

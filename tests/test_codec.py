@@ -19,15 +19,6 @@ from progvc.io import sample_clip, write_video
 K = len(SCALES)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two shared cores: one thread per process keeps the tests fast."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("kind", ["msvq", "msbsq"])
 def test_truncate_equals_encoding_fewer_layers(kind):
     c, full = codec(kind), stream(kind)

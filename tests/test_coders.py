@@ -223,8 +223,6 @@ from progvc.coders import CODERS
 from progvc.coders.tables import logits_to_freqs
 from progvc.errors import BitstreamError
 
-torch.set_num_threads(1)
-
 
 def same_with_one_thread(path):
     case = torch.load(path, weights_only=True)

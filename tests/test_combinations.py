@@ -27,7 +27,9 @@ def brief_training(model: CodecModel, x: torch.Tensor, steps: int = 8) -> None:
             f_hats = model.tokenizer.latents(out.tokens, size)
         cur, prev = scale_inputs([f[1:] for f in f_hats], sizes, [f[:-1] for f in f_hats])
         if any(p.requires_grad for p in model.context_model.parameters()):
-            loss = loss + cross_entropy_bits(model.context_model(cur, prev), [t[1:] for t in out.tokens]) / 1e3
+            loss = (
+                loss + cross_entropy_bits(model.context_model(cur, prev), [t[1:] for t in out.tokens]) / 1e3
+            )
         opt.zero_grad()
         loss.backward()
         opt.step()

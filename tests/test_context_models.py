@@ -14,16 +14,6 @@ from progvc.io import read_video, sample_clip
 from progvc.tokenizers import TOKENIZERS
 from progvc.tokenizers.base import TokenSpec
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine a second thread costs 10x in waits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 C = 6
 SIZES = [(1, 1), (2, 3), (3, 5), (5, 7)]  # odd, non-square scale sizes
 TINY_VAR = dict(width=32, depth=2, heads=2)

@@ -33,7 +33,12 @@ def test_default_model_codes_the_held_out_clip_exactly(model):
 
 
 def test_trained_context_model_beats_uniform_on_the_held_out_clip(capsys):
-    assert rate.main(["--model", "default", "--context", "own", "uniform", "--frames", "2", "--gop", "2", "--json"]) == 0
+    assert (
+        rate.main(
+            ["--model", "default", "--context", "own", "uniform", "--frames", "2", "--gop", "2", "--json"]
+        )
+        == 0
+    )
     rows = {r["context"]: r for r in json.loads(capsys.readouterr().out)["rate"]}
     assert rows["uniform"]["bits_per_token"] > 9.9  # log2(1024) = 10 bits, minus nothing
     assert rows["var"]["bits_per_token"] < 0.8 * rows["uniform"]["bits_per_token"]

@@ -28,15 +28,6 @@ def tiny(name: str, **kw) -> MultiScaleResidualTokenizer:
     return TOKENIZERS.create(name, **{**TINY_ARGS[name], **kw})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, above all on a shared, busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def frames() -> np.ndarray:
     """The first 6 frames of bikes.mp4, uint8 [6, 272, 640, 3]."""

@@ -34,15 +34,6 @@ FAST = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two cores are shared by many processes here: one thread per process avoids oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def fit(root: Path, *extra: str, config: Path = TINY, steps: int = 2) -> int:
     args = ["fit", f"--config={config}", f"--trainer.default_root_dir={root}", f"--trainer.max_steps={steps}"]
     return run_lightning([*args, *FAST, *extra])
