@@ -1,6 +1,6 @@
 """Seconds per training step of a recipe, measured in Lightning's own training loop.
 
-    python -m progvc.training.bench --config recipes/default_tokenizer.yaml --steps 10
+    python -m progvc.bench training --config recipes/default_tokenizer.yaml --steps 10
 
 Runs ``warmup + steps`` optimizer steps of the recipe (no validation, no logger, checkpoints
 in a temporary folder), prints the median wall-clock and process CPU seconds of one step, and
@@ -59,7 +59,7 @@ def measure(config: str, steps: int = 10, warmup: int = 2, overrides: Sequence[s
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m progvc.training.bench", description=__doc__.split("\n")[0]
+        prog="python -m progvc.bench training", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--config", required=True, help="recipe YAML")
     parser.add_argument("--steps", type=int, default=10, help="timed steps (after --warmup untimed ones)")

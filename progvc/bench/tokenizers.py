@@ -1,6 +1,6 @@
 """Short tokenizer training on bikes.mp4, then codebook usage and PSNR per prefix on carphone (held out).
 
-``python -m progvc.tokenizers.bench --tokenizer msvq --steps 150`` trains a tokenizer with its
+``python -m progvc.bench tokenizers --tokenizer msvq --steps 150`` trains a tokenizer with its
 default settings (override any constructor argument with ``--set name=value``) on random crops
 of bikes.mp4, from random prefixes of scales (the full prefix half the time), with L1 + L2 +
 quantizer loss and Adam. It then encodes the first ``--eval-frames`` frames of
@@ -122,7 +122,7 @@ def evaluate(tok: MultiScaleResidualTokenizer, frames: np.ndarray, batch: int = 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m progvc.tokenizers.bench", description=__doc__.splitlines()[0]
+        prog="python -m progvc.bench tokenizers", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--tokenizer", default="msvq", help="registered tokenizer name (default msvq)")
     parser.add_argument(
