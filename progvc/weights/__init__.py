@@ -1,0 +1,1 @@
+"""The bundled default model (``default.pt``); see docs/model_card.md."""
