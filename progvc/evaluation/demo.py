@@ -99,8 +99,8 @@ def run_demo(
     """
     from progvc.codec import Codec, CodecModel
     from progvc.errors import ConfigError
-    from progvc.evaluation.evaluate import QualityMeter, resolve_video
-    from progvc.io import read_video, sample_clip
+    from progvc.evaluation.evaluate import QualityMeter
+    from progvc.io import read_video, resolve_video, sample_clip
 
     if frames < 1:
         raise ConfigError(f"frames must be >= 1, got {frames}")

