@@ -7,4 +7,4 @@ TOKENIZERS: Registry[Tokenizer] = Registry("tokenizer", "progvc.tokenizers", Tok
 
 __all__ = ["TOKENIZERS", "Tokenizer", "TokenizerOutput", "TokenSpec"]
 
-from progvc.tokenizers import msbsq, msvq  # noqa: E402,F401  (register "msbsq" and "msvq")
+from progvc.tokenizers import msbsq, mssq, msvq  # noqa: E402,F401  (register "msbsq", "mssq", "msvq")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from torch import Tensor, nn
@@ -88,6 +89,8 @@ class TokenizerOutput:
         loss: quantizer loss (commitment / codebook / entropy terms), a scalar.
         prefix: number of scales the reconstruction used.
         stats: scalars worth logging (codebook usage, perplexity, ...), detached.
+        rate_bits: the quantizer's differentiable estimate of the bits of all scales (summed over
+            the batch), for rate-distortion training; ``None`` when the tokenizer has no rate model.
     """
 
     recon: Tensor
@@ -95,6 +98,7 @@ class TokenizerOutput:
     loss: Tensor
     prefix: int
     stats: dict[str, Tensor] = field(default_factory=dict)
+    rate_bits: Tensor | None = None
 
 
 class Tokenizer(Configurable, nn.Module, ABC):
@@ -108,8 +112,13 @@ class Tokenizer(Configurable, nn.Module, ABC):
         """Shapes and alphabet of the tokens (see :class:`TokenSpec`)."""
 
     @abstractmethod
-    def encode(self, frames: Tensor) -> list[Tensor]:
-        """Quantize ``frames [B, 3, H, W]`` to ``K`` token maps ``[B, h_k, w_k, G]`` (int64)."""
+    def encode(self, frames: Tensor, refs: Sequence[Tensor] | None = None) -> list[Tensor]:
+        """Quantize ``frames [B, 3, H, W]`` to ``K`` token maps ``[B, h_k, w_k, G]`` (int64).
+
+        ``refs``: one reference latent ``[B, C, h, w]`` per level for temporal prediction (scale
+        ``k`` then codes the frame minus ``refs[k]``, see :mod:`progvc.codec.prediction`);
+        ``None`` codes each frame alone. A tokenizer that cannot predict raises ``ConfigError``.
+        """
 
     @abstractmethod
     def latents(self, tokens: list[Tensor], size: tuple[int, int]) -> list[Tensor]:

@@ -13,6 +13,12 @@ so ``f_hat`` after scale ``k`` is exactly what a decoder holds after receiving `
 the quantizer of one scale (:meth:`quantize_scale`, :meth:`dequantize_scale`); everything else
 -- padding, the residual loop, phi, the straight-through estimator and the decoder -- lives here.
 
+**Prediction from a reference.** ``quantize(f, refs=R)`` codes a frame against a reference
+per level (the per-prefix prediction loops of :mod:`progvc.codec.prediction`): scale ``k``
+quantizes ``area_downsample(f - R[k] - s_hat, (h_k, w_k))``, where ``s_hat`` is the sum of this
+frame's own contributions so far, and the frame's reconstruction at level ``k`` is
+``R[k] + s_hat`` after scale ``k``. ``refs=None`` (every reference zero) is the intra case above.
+
 Gradients: the quantizer of scale ``k`` passes the gradient of its output straight through to
 ``z_k`` (the value is exactly the dequantized tokens, ``q + (z - z.detach())``), so the encoder
 receives a gradient from the reconstruction of *every* prefix, not only the full one.
@@ -39,15 +45,21 @@ class QuantizeResult:
 
     Attributes:
         tokens: ``K`` int64 token maps ``[B, h_k, w_k, G]``.
-        f_hats: ``K`` running latents ``[B, C, h, w]``: ``f_hats[k]`` after scales ``0..k``
-            (differentiable when computed with gradients).
+        f_hats: ``K`` running sums ``[B, C, h, w]`` of the frame's own contributions: ``f_hats[k]``
+            after scales ``0..k`` (differentiable when computed with gradients).
+        recons: ``K`` reconstructions ``[B, C, h, w]`` at each level: ``refs[k] + f_hats[k]``
+            (``f_hats`` itself without references).
         loss: quantizer loss averaged over scales (commitment, codebook, entropy terms), scalar.
+        rate_bits: the quantizer's own differentiable rate estimate of all scales in bits
+            (summed over the batch), or ``None`` when it has none.
         stats: detached scalars for logging.
     """
 
     tokens: list[Tensor]
     f_hats: list[Tensor]
+    recons: list[Tensor]
     loss: Tensor
+    rate_bits: Tensor | None = None
     stats: dict[str, Tensor] = field(default_factory=dict)
 
 
@@ -80,6 +92,8 @@ class MultiScaleResidualTokenizer(Tokenizer):
         phi_shared: number of phi convolutions shared by the scales (VAR: 4); 0 disables phi.
         phi_ratio: phi's residual ratio ``r`` in ``x * (1 - r) + conv(x) * r`` (VAR: 0.5).
         beta: weight of the commitment term (pulls the encoder output towards its quantization).
+        phi_bias: whether phi's convolutions have a bias (a quantizer whose zero means "no change"
+            needs ``False``, so that zero tokens add nothing).
     """
 
     def __init__(
@@ -95,6 +109,7 @@ class MultiScaleResidualTokenizer(Tokenizer):
         phi_shared: int = 4,
         phi_ratio: float = 0.5,
         beta: float = 0.25,
+        phi_bias: bool = True,
     ) -> None:
         super().__init__()
         stages = int(downsample).bit_length() - 1
@@ -112,7 +127,9 @@ class MultiScaleResidualTokenizer(Tokenizer):
         self.encoder = ConvEncoder(latent_dim, widths, num_res_blocks)
         self.decoder = ConvDecoder(latent_dim, widths, num_res_blocks)
         num_scales = self._spec.num_scales
-        self.phi = SharedPhi(latent_dim, num_scales, max(phi_shared, 1), phi_ratio if phi_shared else 0.0)
+        self.phi = SharedPhi(
+            latent_dim, num_scales, max(phi_shared, 1), phi_ratio if phi_shared else 0.0, phi_bias
+        )
         self.beta = float(beta)
 
     @property
@@ -133,6 +150,14 @@ class MultiScaleResidualTokenizer(Tokenizer):
     @abstractmethod
     def dequantize_scale(self, k: int, tokens: Tensor) -> Tensor:
         """Vectors ``[B, C, h_k, w_k]`` of scale ``k``'s tokens ``[B, h_k, w_k, G]``."""
+
+    def scale_rate_bits(self, k: int, z: Tensor) -> Tensor | None:
+        """Differentiable estimate of the bits of scale ``k``'s residual ``z`` (summed), or ``None``.
+
+        A quantizer with a rate model of its own (a learned density of its integer values)
+        returns it here, so that the tokenizer can be trained for rate and distortion together.
+        """
+        return None
 
     def quantizer_stats(self, zs: list[Tensor], tokens: list[Tensor], update: bool) -> dict[str, Tensor]:
         """Logging scalars of one batch; ``update`` marks a training step (codebook upkeep goes here).
@@ -160,33 +185,44 @@ class MultiScaleResidualTokenizer(Tokenizer):
         """Scale ``k``'s contribution to ``f_hat``: bicubic upsampling of ``vec`` to the latent grid, then phi."""
         return self.phi(resize(vec, size, "bicubic"), k)
 
-    def quantize(self, f: Tensor, update: bool = False) -> QuantizeResult:
+    def quantize(self, f: Tensor, update: bool = False, refs: Sequence[Tensor] | None = None) -> QuantizeResult:
         """Quantize a latent ``f [B, C, h, w]`` scale by scale (see the module docstring).
 
         ``update=True`` (training) lets the subclass maintain its quantizer (e.g. dead-code restarts).
+        ``refs`` (``K`` latents ``[B, C, h, w]``, one per level) makes scale ``k`` code the
+        residual against ``refs[k]`` (prediction loops); ``None`` codes the frame alone.
         """
         size = tuple(f.shape[-2:])
         ds = self.spec.downsample
         sizes = self.spec.scale_sizes(size[0] * ds, size[1] * ds)
-        f_rest, f_hat = f, torch.zeros_like(f)
-        tokens, f_hats, zs, losses = [], [], [], []
+        if refs is not None and len(refs) != len(sizes):
+            raise ConfigError(f"refs must hold one latent per scale ({len(sizes)}), got {len(refs)}")
+        f_hat = torch.zeros_like(f)
+        tokens, f_hats, recons, zs, losses, rates = [], [], [], [], [], []
         for k, hw in enumerate(sizes):
-            z = resize(f_rest, hw, "area")
+            ref = None if refs is None else refs[k]
+            target = f - f_hat if ref is None else f - ref - f_hat
+            z = resize(target, hw, "area")
             idx, vec, loss = self.quantize_scale(k, z)
-            contrib = self._expand(k, vec, size)
-            f_hat = f_hat + contrib
-            f_rest = f_rest - contrib
+            bits = self.scale_rate_bits(k, z)
+            if bits is not None:
+                rates.append(bits)
+            f_hat = f_hat + self._expand(k, vec, size)
             tokens.append(idx)
             f_hats.append(f_hat)
+            recons.append(f_hat if ref is None else ref + f_hat)
             zs.append(z.detach())
             losses.append(loss)
         stats = self.quantizer_stats(zs, tokens, update)
-        stats["latent_mse"] = F.mse_loss(f_hat.detach(), f.detach())
-        return QuantizeResult(tokens, f_hats, torch.stack(losses).mean(), stats)
+        stats["latent_mse"] = F.mse_loss(recons[-1].detach(), f.detach())
+        rate_bits = torch.stack(rates).sum() if rates else None
+        if rate_bits is not None:
+            stats["rate_bits"] = rate_bits.detach()
+        return QuantizeResult(tokens, f_hats, recons, torch.stack(losses).mean(), rate_bits, stats)
 
-    def encode(self, frames: Tensor) -> list[Tensor]:
+    def encode(self, frames: Tensor, refs: Sequence[Tensor] | None = None) -> list[Tensor]:
         with torch.no_grad():
-            return self.quantize(self.encode_latent(frames)).tokens
+            return self.quantize(self.encode_latent(frames), refs=refs).tokens
 
     def latents(self, tokens: list[Tensor], size: tuple[int, int]) -> list[Tensor]:
         spec = self.spec
@@ -227,6 +263,7 @@ class MultiScaleResidualTokenizer(Tokenizer):
         size = (frames.shape[-2], frames.shape[-1])
         f = self.encode_latent(frames)
         res = self.quantize(f, update=self.training)
-        f_hat = res.f_hats[prefix - 1] if prefix else torch.zeros_like(f)
+        f_hat = res.recons[prefix - 1] if prefix else torch.zeros_like(f)
         recon = self.decode_latent(f_hat, size)
-        return TokenizerOutput(recon, [t.detach() for t in res.tokens], res.loss, prefix, res.stats)
+        tokens = [t.detach() for t in res.tokens]
+        return TokenizerOutput(recon, tokens, res.loss, prefix, res.stats, res.rate_bits)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -193,6 +194,10 @@ class ClipDataset(Dataset):
         length: items per epoch (training) or number of fixed clips (validation).
         fixed_seed: ``None`` for random items; an integer fixes the placements (validation).
         flip: random horizontal flips (training only).
+        scale: ``(lo, hi)``: pixel-density augmentation. Each training clip is downscaled by a
+            factor drawn log-uniformly from ``[lo, hi]`` (antialiased) before cropping, i.e. a
+            region of ``crop / factor`` pixels is resized to ``crop``; the factor is raised where
+            a source is too small for it. ``None`` (and validation) keeps the pixels as they are.
     """
 
     def __init__(
@@ -203,7 +208,11 @@ class ClipDataset(Dataset):
         length: int,
         fixed_seed: int | None = None,
         flip: bool = False,
+        scale: tuple[float, float] | None = None,
     ) -> None:
+        if scale is not None and not 0 < scale[0] <= scale[1] <= 1:
+            raise ConfigError(f"scale must be [lo, hi] with 0 < lo <= hi <= 1, got {list(scale)}")
+        self.scale = None if fixed_seed is not None else scale
         self.videos = videos
         self.clip_len = clip_len
         self.crop = crop
@@ -217,14 +226,24 @@ class ClipDataset(Dataset):
             rng = np.random.default_rng(fixed_seed)
             self.fixed = [self._place(rng.random(4)) for _ in range(length)]
 
-    def _place(self, u: np.ndarray) -> tuple[int, int, int, int]:
-        """Placement ``(video, t0, y0, x0)`` of a clip from four uniform numbers in ``[0, 1)``."""
+    def _place(self, u: np.ndarray, region: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+        """Placement ``(video, t0, y0, x0)`` of a clip of ``region`` pixels (the crop by default)
+        from four uniform numbers in ``[0, 1)``."""
         i = int(np.searchsorted(self.cum_weights, u[0], side="right"))
         t, h, w = self.videos[i].shape[:3]
+        rh, rw = region or self.crop
         t0 = int(u[1] * (t - self.clip_len + 1))
-        y0 = int(u[2] * (h - self.crop[0] + 1))
-        x0 = int(u[3] * (w - self.crop[1] + 1))
+        y0 = int(u[2] * (h - min(rh, h) + 1))
+        x0 = int(u[3] * (w - min(rw, w) + 1))
         return i, t0, y0, x0
+
+    def _region(self, video: int, u: float) -> tuple[int, int]:
+        """Source pixels ``(rh, rw)`` that become one crop at a density factor drawn from ``u`` in ``[0, 1)``."""
+        lo, hi = self.scale
+        h, w = self.videos[video].shape[1:3]
+        factor = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+        factor = max(factor, self.crop[0] / h, self.crop[1] / w)  # never ask for more than the frame
+        return min(h, round(self.crop[0] / factor)), min(w, round(self.crop[1] / factor))
 
     def __len__(self) -> int:
         return self.length
@@ -233,8 +252,19 @@ class ClipDataset(Dataset):
         if self.fixed is not None:
             (i, t0, y0, x0), flip = self.fixed[index], False
         else:  # torch's RNG: Lightning seeds it per rank and per worker
-            i, t0, y0, x0 = self._place(torch.rand(4, dtype=torch.float64).numpy())
-            flip = self.flip and bool(torch.rand(()) < 0.5)
+            u = torch.rand(6, dtype=torch.float64).numpy()
+            region = None
+            if self.scale is not None:
+                video = int(np.searchsorted(self.cum_weights, u[0], side="right"))
+                region = self._region(video, float(u[5]))
+            i, t0, y0, x0 = self._place(u[:4], region)
+            flip = self.flip and bool(u[4] < 0.5)
+            if region is not None and region != self.crop:
+                clip = self.videos[i][t0 : t0 + self.clip_len, y0 : y0 + region[0], x0 : x0 + region[1]]
+                x = torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float()
+                x = F.interpolate(x, size=self.crop, mode="bilinear", antialias=True, align_corners=False)
+                x = x.round().clamp(0, 255).to(torch.uint8)
+                return x.flip(-1) if flip else x
         clip = self.videos[i][t0 : t0 + self.clip_len, y0 : y0 + self.crop[0], x0 : x0 + self.crop[1]]
         if flip:
             clip = clip[:, :, ::-1]
@@ -260,6 +290,8 @@ class VideoDataModule(LightningDataModule):
         max_side: downscale sources whose longer side exceeds this (e.g. 640 turns bigbuckbunny's
             1280x720 into 640x360); ``None`` keeps the original size.
         flip: random horizontal flips of training clips.
+        scale: ``[lo, hi]`` pixel-density augmentation of training clips (see :class:`ClipDataset`),
+            e.g. ``[0.2, 1.0]`` so that HD sources also teach the density of 176x144 video.
         seed: seed of the validation placements.
     """
 
@@ -276,9 +308,12 @@ class VideoDataModule(LightningDataModule):
         max_frames_per_video: int | None = 200,
         max_side: int | None = None,
         flip: bool = True,
+        scale: list[float] | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        if scale is not None and (len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1):
+            raise ConfigError(f"scale must be [lo, hi] with 0 < lo <= hi <= 1, got {scale!r}")
         crop_hw = (crop, crop) if isinstance(crop, int) else tuple(crop)
         if len(crop_hw) != 2 or min(crop_hw) < 1:
             raise ConfigError(f"crop must be a positive int or [h, w], got {crop!r}")
@@ -303,6 +338,7 @@ class VideoDataModule(LightningDataModule):
         self.max_frames = max_frames_per_video
         self.max_side = max_side
         self.flip = flip
+        self.scale = None if scale is None else (float(scale[0]), float(scale[1]))
         self.seed = seed
         self.train_set: ClipDataset | None = None
         self.val_set: ClipDataset | None = None
@@ -344,7 +380,9 @@ class VideoDataModule(LightningDataModule):
         """Decode the sources (once per process) and build the datasets."""
         if self.train_set is None and stage in (None, "fit"):
             videos = self._decode(self._train_sources, "train")
-            self.train_set = ClipDataset(videos, self.clip_len, self.crop, self.train_samples, flip=self.flip)
+            self.train_set = ClipDataset(
+                videos, self.clip_len, self.crop, self.train_samples, flip=self.flip, scale=self.scale
+            )
         if self.val_set is None:
             if self._val_sources:
                 videos = self._decode(self._val_sources, "val")

@@ -128,6 +128,9 @@ class ProgVCModule(LightningModule):
         full_prefix_prob: probability that a tokenizer step reconstructs from all scales; otherwise
             the prefix length is uniform in ``1..K`` (the same on every rank, from the step number).
         rate_weight: weight of the rate loss (bits per pixel) in the context and joint stages.
+        tokenizer_rate_weight: weight ``lambda`` of the tokenizer's own rate estimate (bits per
+            pixel, :attr:`TokenizerOutput.rate_bits`) in the tokenizer and joint stages:
+            rate-distortion training of the quantizer (0, or a tokenizer without a rate model: off).
         init_from: checkpoint (Lightning or progvc model file) whose matching ``tokenizer.*`` and
             ``context_model.*`` weights initialise this module, e.g. the tokenizer stage's result.
     """
@@ -156,6 +159,7 @@ class ProgVCModule(LightningModule):
         disc_layers: int = 3,
         full_prefix_prob: float = 0.5,
         rate_weight: float = 1.0,
+        tokenizer_rate_weight: float = 0.0,
         init_from: str | None = None,
     ) -> None:
         super().__init__()
@@ -253,6 +257,10 @@ class ProgVCModule(LightningModule):
         parts = reconstruction_losses(out.recon, frames)
         loss = hp.l1_weight * parts["l1"] + hp.l2_weight * parts["l2"] + hp.commit_weight * out.loss
         parts["commit"] = out.loss
+        if out.rate_bits is not None:
+            parts["tok_bpp"] = out.rate_bits / frames[:, 0].numel()
+            if hp.tokenizer_rate_weight:
+                loss = loss + hp.tokenizer_rate_weight * parts["tok_bpp"]
         parts["prefix"] = torch.tensor(float(out.prefix))
         lpips_net = self._lpips[0]
         if lpips_net is not None:

@@ -1,0 +1,114 @@
+"""Scalar tokens: each latent channel of each position is an integer times a learned step.
+
+The scalar quantizer is the one that says "nothing changed" for free: its zero is a value, so a
+residual that is already below half a step is coded as zero tokens, which add exactly nothing
+to the latent (phi has no bias here). That is what temporal prediction needs
+(:mod:`progvc.codec.prediction`): a static region of a P-frame costs only the bits of
+predictable zeros. It also trains with the rate directly: CompressAI's
+:class:`~compressai.entropy_models.EntropyBottleneck` (one per scale, a learned factorized
+density over the scaled residual, with uniform noise in training) estimates the bits of every
+scale, and the training loss adds ``lambda x rate`` (Balle et al.'s rate-distortion training).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from compressai.entropy_models import EntropyBottleneck
+from torch import Tensor, nn
+
+from progvc.errors import ConfigError
+from progvc.tokenizers import TOKENIZERS
+from progvc.tokenizers.multiscale import MultiScaleResidualTokenizer
+
+
+@TOKENIZERS.register("mssq")
+class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
+    """Multi-scale residual scalar quantization: ``C`` integers per position, a learned step per scale and channel.
+
+    Scale ``k`` maps its residual ``z [B, C, h_k, w_k]`` to ``round(z / step_k)``, clamped to
+    ``[-(A // 2), A // 2]``; the tokens are those integers plus ``A // 2`` (``G = C``, ``A = levels``),
+    so token ``A // 2`` is zero. Straight-through rounding; the steps ``step_k [C]`` are learned
+    (their gradient is the rounding error, as in LSQ) against the rate estimate of
+    :meth:`scale_rate_bits`.
+
+    Args:
+        latent_dim: latent channels ``C`` (= symbols per position).
+        levels: values per symbol ``A`` (odd, so that zero is the middle value).
+        init_step: initial quantization step of every scale and channel.
+        rate_model: estimate each scale's bits with an ``EntropyBottleneck`` (for rate-distortion training).
+        Other arguments: see :class:`~progvc.tokenizers.multiscale.MultiScaleResidualTokenizer`;
+        phi has no bias (zero tokens must add nothing).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 16,
+        levels: int = 33,
+        scales: Sequence[int] = (1, 2, 3, 4, 6, 8, 11, 16),
+        downsample: int = 8,
+        width: int = 32,
+        max_width: int = 128,
+        num_res_blocks: int = 1,
+        phi_shared: int = 4,
+        phi_ratio: float = 0.5,
+        init_step: float = 0.25,
+        rate_model: bool = True,
+    ) -> None:
+        if levels < 3 or levels % 2 == 0:
+            raise ConfigError(f"levels must be odd and >= 3 (zero is the middle value), got {levels}")
+        if not init_step > 0:
+            raise ConfigError(f"init_step must be > 0, got {init_step}")
+        super().__init__(
+            latent_dim,
+            latent_dim,
+            levels,
+            scales,
+            downsample,
+            width,
+            max_width,
+            num_res_blocks,
+            phi_shared,
+            phi_ratio,
+            beta=0.0,
+            phi_bias=False,
+        )
+        self.half = levels // 2
+        num_scales = self.spec.num_scales
+        self.log_step = nn.Parameter(torch.full((num_scales, latent_dim), math.log(init_step)))
+        self.rate_models = (
+            nn.ModuleList(EntropyBottleneck(latent_dim) for _ in range(num_scales)) if rate_model else None
+        )
+
+    def step(self, k: int) -> Tensor:
+        """Quantization steps of scale ``k``, ``[1, C, 1, 1]``."""
+        return self.log_step[k].exp().view(1, -1, 1, 1)
+
+    def dequantize_scale(self, k: int, tokens: Tensor) -> Tensor:
+        values = (tokens - self.half).to(self.log_step.dtype).permute(0, 3, 1, 2)
+        return values * self.step(k)
+
+    def quantize_scale(self, k: int, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        y = z / self.step(k)
+        q = y.detach().round().clamp(-self.half, self.half)
+        idx = (q.to(torch.long) + self.half).permute(0, 2, 3, 1).contiguous()
+        vec = (y + (q - y).detach()) * self.step(k)  # straight through; d vec / d step = rounding error
+        return idx, vec, z.new_zeros(())
+
+    def scale_rate_bits(self, k: int, z: Tensor) -> Tensor | None:
+        if self.rate_models is None:
+            return None
+        model = self.rate_models[k]
+        # the density is over the scaled residual; noise in training, rounding in eval (CompressAI's convention)
+        _, likelihoods = model(z / self.step(k), training=self.training)
+        return -torch.log2(likelihoods).sum()
+
+    def quantizer_stats(self, zs: list[Tensor], tokens: list[Tensor], update: bool) -> dict[str, Tensor]:
+        nonzero = torch.stack([(t != self.half).float().mean() for t in tokens])
+        return {
+            "nonzero": nonzero.mean(),
+            "nonzero_last": nonzero[-1],
+            "step_mean": self.log_step.detach().exp().mean(),
+        }
