@@ -15,12 +15,17 @@ from progvc.tokenizers import TOKENIZERS
 SCALES = (1, 2, 3, 4)
 
 
-def tiny_model(kind: str = "msvq", seed: int = 0, context: str = "var") -> CodecModel:
-    """A random-init model with tiny widths: msvq (64 codes) or msbsq (6 bits), 4 scales, downsample 16."""
+def tiny_model(
+    kind: str = "msvq", seed: int = 0, context: str = "var", prediction: str = "intra"
+) -> CodecModel:
+    """A random-init model with tiny widths: msvq (64 codes), msbsq (6 bits) or mssq (8 channels of
+    9 levels), 4 scales, downsample 16."""
     torch.manual_seed(seed)
     common = dict(latent_dim=8, scales=SCALES, downsample=16, width=8, max_width=16)
     if kind == "msvq":
         tokenizer = TOKENIZERS.create("msvq", vocab_size=64, **common)
+    elif kind == "mssq":
+        tokenizer = TOKENIZERS.create("mssq", levels=9, **common)
     else:
         tokenizer = TOKENIZERS.create("msbsq", bits=6, **common)
     spec = tokenizer.spec
@@ -29,7 +34,7 @@ def tiny_model(kind: str = "msvq", seed: int = 0, context: str = "var") -> Codec
     )
     if context == "var":
         args.update(width=32, depth=2, heads=2)
-    return CodecModel(tokenizer, CONTEXT_MODELS.create(context, **args))
+    return CodecModel(tokenizer, CONTEXT_MODELS.create(context, **args), prediction=prediction)
 
 
 @functools.cache

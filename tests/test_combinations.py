@@ -11,7 +11,7 @@ from progvc.codec import Codec, CodecModel
 from progvc.codec.codec import frames_to_tensor
 from progvc.context_models import cross_entropy_bits, scale_inputs
 
-COMBINATIONS = list(itertools.product(("msvq", "msbsq"), ("var", "static", "uniform"), ("range", "rans")))
+COMBINATIONS = list(itertools.product(("msvq", "msbsq", "mssq"), ("var", "static", "uniform"), ("range", "rans")))
 
 
 def brief_training(model: CodecModel, x: torch.Tensor, steps: int = 8) -> None:

@@ -1,20 +1,22 @@
-"""The codec: frames <-> progressive bitstream, one GOP at a time.
+"""The codec: frames <-> progressive bitstream, one GOP at a time, one frame at a time.
 
 Coding path (identical in the encoder and the decoder, so that both compute bit-identical
-tables): for every GOP, for every scale ``k``, for every frame ``t`` of the GOP,
+tables): for every GOP, for every frame ``t`` of the GOP, for every scale ``k``:
 
-* ``cur_k`` = frame ``t``'s running latent after scales ``< k``, area-downsampled to scale ``k``
-  (zeros for ``k = 0``), ``prev_k`` = frame ``t - 1``'s running latent after scales ``<= k``
-  (``None`` for the GOP's first frame), as in :func:`progvc.context_models.scale_inputs`;
+* ``cur_k, prev_k`` come from the GOP's :class:`~progvc.codec.prediction.PredictionLoop`:
+  frame ``t``'s own running latent after scales ``< k`` and frame ``t - 1``'s reconstruction at
+  level ``k`` (``None`` for the GOP's first frame), both area-downsampled to scale ``k``;
 * ``logits = context_model.step(state_t, k, cur_k, prev_k)`` on a float64 copy of the context
-  model, with running latents from a float64 copy of the tokenizer (so that thread counts and
-  batch shapes change the logits by ~1e-16 at most, far below the table resolution);
+  model, with latents from a float64 copy of the tokenizer (so that thread counts and batch
+  shapes change the logits by ~1e-16 at most, far below the table resolution);
 * ``freqs = logits_to_freqs(logits)`` and the frame's scale-``k`` symbols go into (or come out
   of) the GOP's scale-``k`` segment, one chunk per frame.
 
-The scales a stream does not carry are synthesized by the same loop (see
-:mod:`progvc.codec.synthesis`). Memory is bounded by one GOP: frames are read, coded and
-written GOP by GOP.
+Segment ``k`` holds the frames' chunks in order, so the encoder and the decoder keep one coder
+per scale open and work frame-major: the decoder finishes a frame (all its scales, received or
+synthesized) before it starts the next, and its memory is bounded by a frame and the ``K``
+reference latents of the prediction loops, not by the GOP (see :mod:`progvc.codec.prediction`
+for the loops, :mod:`progvc.codec.synthesis` for the scales a stream does not carry).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from __future__ import annotations
 import copy
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,11 @@ from torch import Tensor
 
 from progvc.codec import bitstream
 from progvc.codec.bitstream import Header, StreamInfo
+from progvc.codec.limits import DecodeLimits
 from progvc.codec.model import CodecModel
+from progvc.codec.prediction import ClipCode, PredictionLoop, code_clip
 from progvc.codec.synthesis import SynthesisSettings, gop_generator, pick_tokens
 from progvc.coders import CODERS
-from progvc.context_models.base import area_resize
 from progvc.errors import BitstreamError, ConfigError, ModelMismatchError
 
 #: a video for :meth:`Codec.compress`: a path, uint8 ``[T, H, W, 3]``, or an iterable of ``[H, W, 3]`` frames.
@@ -59,15 +61,6 @@ def tensor_to_frames(x: Tensor) -> np.ndarray:
     return x.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-@dataclass
-class _Frame:
-    """Coding state of one frame of a GOP: context-model cache, running float64 latent, tokens so far."""
-
-    state: Any
-    f_hat: Tensor | None = None
-    tokens: list[Tensor] = field(default_factory=list)
-
-
 class Codec:
     """Compress, decompress, truncate and inspect progressive streams with one :class:`CodecModel`.
 
@@ -77,6 +70,8 @@ class Codec:
         device: where the networks run (``"cpu"``, ``"cuda"``); tables are always built on the CPU.
         batch_size: frames per tokenizer call (encode / decode), which bounds activation memory.
         progress: show tqdm progress bars on stderr (``None``: only when stderr is a terminal).
+        limits: what a stream may ask of the decoder (frame area, frames, synthesized work);
+            streams over them raise :class:`~progvc.errors.LimitExceededError` before any work.
     """
 
     def __init__(
@@ -85,7 +80,11 @@ class Codec:
         device: str | torch.device = "cpu",
         batch_size: int = 8,
         progress: bool | None = None,
+        limits: DecodeLimits | None = None,
     ) -> None:
+        if limits is not None and not isinstance(limits, DecodeLimits):
+            raise ConfigError(f"limits must be a DecodeLimits, got {type(limits).__name__}")
+        self.limits = limits or DecodeLimits()
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
@@ -175,7 +174,10 @@ class Codec:
         synthesis: str | None = None,
         seed: int | None = None,
     ) -> Iterator[np.ndarray]:
-        """Decode a stream GOP by GOP, yielding uint8 ``[t, H, W, 3]`` arrays (memory bounded by one GOP).
+        """Decode a stream, yielding uint8 ``[t, H, W, 3]`` arrays of at most ``batch_size`` frames.
+
+        Memory is bounded by ``batch_size`` frames and the prediction loops' references, not by
+        the GOP: frames are decoded one after the other.
 
         Args:
             data: the stream.
@@ -208,16 +210,24 @@ class Codec:
     def reconstruct(self, video: np.ndarray, layers: int | None = None, gop: int = 32) -> np.ndarray:
         """What the decoder shows for ``layers`` scales with synthesis ``"none"``, without entropy coding.
 
-        uint8 ``[T, H, W, 3]`` -> uint8 ``[T, H, W, 3]``, computed GOP by GOP in the decoder's
-        batches, so it equals ``decompress(compress(video, layers=layers, gop=gop), synthesis="none")``.
+        uint8 ``[T, H, W, 3]`` -> uint8 ``[T, H, W, 3]``: the encoder's tokens, GOP by GOP, replayed
+        through the decoder's prediction loop, so it equals
+        ``decompress(compress(video, layers=layers, gop=gop), synthesis="none")``.
         """
-        keep = self.spec.num_scales if layers is None else layers
+        keep = self.spec.num_scales if layers is None else min(layers, self.spec.num_scales)
         size = video.shape[1:3]
-        out = [
-            self._pixels(self._tokenize(chunk)[:keep], size, len(chunk))
-            for chunk in _chunks(iter(video), gop)
-        ]
-        return np.concatenate(out)
+        latents = []
+        for chunk in _chunks(iter(video), gop):
+            tokens = self._code_frames(chunk).tokens
+            loop = PredictionLoop(self._tokenizer64, self.model.prediction, size)
+            with torch.inference_mode():
+                for frame_tokens in tokens:
+                    loop.start_frame()
+                    for tk in frame_tokens[:keep]:
+                        loop.add_scale(tk.to(self.device))
+                    latents.append(loop.latent())
+        # decoded in the decoder's batches (across GOPs), so that the pixels match bit for bit
+        return self._pixels(torch.cat(latents), size)
 
     # ------------------------------------------------------------------ encoder
 
@@ -266,34 +276,39 @@ class Codec:
         header.check(ConfigError)
         return header
 
-    def _tokenize(self, frames: np.ndarray) -> list[Tensor]:
-        """Token maps ``[t, h_k, w_k, G]`` of uint8 frames ``[t, H, W, 3]``, in batches of ``batch_size``."""
-        parts: list[list[Tensor]] = []
+    def _code_frames(self, frames: np.ndarray) -> ClipCode:
+        """Tokens and reconstructions of one GOP of uint8 ``[t, H, W, 3]`` frames, with the model's prediction.
+
+        The encoder transform runs in batches of ``batch_size`` frames; the quantizer then runs
+        frame after frame (each frame is coded against the previous one's reconstructions).
+        """
         with torch.inference_mode():
-            for start in range(0, len(frames), self.batch_size):
-                x = frames_to_tensor(frames[start : start + self.batch_size], self.device)
-                parts.append(self.model.tokenizer.encode(x))
-        return [torch.cat(scale) for scale in zip(*parts)]
+            latents = torch.cat(
+                [
+                    self.model.tokenizer.encode_latent(
+                        frames_to_tensor(frames[i : i + self.batch_size], self.device)
+                    )
+                    for i in range(0, len(frames), self.batch_size)
+                ]
+            )
+            return code_clip(self.model.tokenizer, latents[None], self.model.prediction)
 
     def _encode_gop(self, index: int, frames: np.ndarray, send: int) -> list[bytes]:
         """Segments of scales ``0 .. send - 1`` of one GOP of uint8 ``[t, H, W, 3]`` frames."""
-        size = frames.shape[1:3]
-        tokens = self._tokenize(frames)
-        with torch.inference_mode():
-            coder = CODERS.create(self.model.coder)
-            states = self._new_frames(len(frames))
-            segments = []
-            for k in range(send):
-                encoder = coder.encoder()
+        code = self._code_frames(frames)
+        encoders = [CODERS.create(self.model.coder).encoder() for _ in range(send)]
 
-                def pick(t: int, freqs_of: Callable[[], Tensor], k: int = k, encoder=encoder) -> Tensor:
-                    symbols = tokens[k][t].reshape(-1).cpu()
-                    encoder.encode(symbols, freqs_of())
-                    return symbols
+        def pick(k: int) -> Picker:
+            def encode(t: int, freqs_of: Callable[[], Tensor]) -> Tensor:
+                symbols = code.tokens[t][k][0].reshape(-1).cpu()
+                encoders[k].encode(symbols, freqs_of())
+                return symbols
 
-                self._code_scale(k, states, size, pick)
-                segments.append(encoder.finish())
-        return segments
+            return encode
+
+        for _ in self._code_gop(len(frames), frames.shape[1:3], send, pick):
+            pass
+        return [e.finish() for e in encoders]
 
     # ------------------------------------------------------------------ decoder
 
@@ -303,7 +318,7 @@ class Codec:
         """Parse and validate ``data`` against this model before anything is decoded."""
         if layers is not None and (not isinstance(layers, int) or layers < 0):
             raise ConfigError(f"layers must be an integer >= 0, got {layers!r}")
-        stream = bitstream.parse(data)
+        stream = bitstream.parse(data, self.limits)
         header = stream.header
         if header.fingerprint != self.fingerprint:
             raise ModelMismatchError(
@@ -325,6 +340,7 @@ class Codec:
             temperature=defaults.temperature,
             top_k=defaults.top_k,
         )
+        self.limits.check(stream, layers, settings.mode)
         return stream, settings
 
     def iter_tokens(
@@ -340,101 +356,125 @@ class Codec:
         otherwise the missing ones are synthesized, exactly as :meth:`iter_decompress` does.
         """
         stream, settings = self._open_stream(data, layers, synthesis, seed)
-        return self._decode_gops(stream, layers, settings, pixels=False)
+        for _, frames in self._decode_frames(stream, layers, settings):
+            per_frame = [tokens for _, tokens, _ in frames]
+            yield (
+                [torch.cat([f[k] for f in per_frame]) for k in range(len(per_frame[0]))] if per_frame else []
+            )
+
+    def frame_bits(self, data: bytes) -> list[dict[str, Any]]:
+        """Per frame of a stream: ``{"index", "gop", "position", "bits": [b_1, ..., b_K']}``.
+
+        ``bits[k]`` is the information content, in bits, of the frame's scale-``k`` symbols under
+        the decoder's integer tables (``-log2(freq / total)``, summed); the range coder spends
+        within about 0.1 % of it, and a segment's bytes hold its frames' bits plus at most 32.
+        Only the scales the stream carries are listed (decoding with the model, no synthesis).
+        """
+        stream, settings = self._open_stream(data, None, "none", None)
+        out: list[dict[str, Any]] = []
+        for gop, frames in self._decode_frames(stream, None, settings, with_bits=True):
+            for position, (_, _, bits) in enumerate(frames):
+                out.append({"index": len(out), "gop": gop.index, "position": position, "bits": bits})
+        return out
 
     def _decode_gops(
-        self, stream: bitstream.Stream, layers: int | None, settings: SynthesisSettings, pixels: bool = True
-    ) -> Iterator[Any]:
+        self, stream: bitstream.Stream, layers: int | None, settings: SynthesisSettings
+    ) -> Iterator[np.ndarray]:
+        """Pixels, uint8 ``[t, H, W, 3]`` with ``t <= batch_size``, frame-major through every GOP."""
+        header = stream.header
+        size = (header.height, header.width)
+        pending: list[Tensor] = []
+        with self._bar(header.num_frames, "decompress") as bar:
+            for _, frames in self._decode_frames(stream, layers, settings):
+                for latent, _, _ in frames:
+                    pending.append(latent)
+                    if len(pending) == self.batch_size:
+                        yield self._pixels(torch.cat(pending), size)
+                        bar.update(len(pending))
+                        pending = []
+            if pending:
+                yield self._pixels(torch.cat(pending), size)
+                bar.update(len(pending))
+
+    def _decode_frames(
+        self,
+        stream: bitstream.Stream,
+        layers: int | None,
+        settings: SynthesisSettings,
+        with_bits: bool = False,
+    ) -> Iterator[tuple[bitstream.Gop, Iterator[tuple[Tensor, list[Tensor], list[float]]]]]:
+        """Per GOP: ``(gop, frames)``, ``frames`` yielding ``(latent [1, C, h, w], tokens, bits)`` frame by frame.
+
+        The frames of a GOP must be consumed before the next GOP is asked for.
+        """
         header = stream.header
         size = (header.height, header.width)
         coder = CODERS.create(header.coder)
-        with self._bar(header.num_frames, "decompress") as bar:
-            for gop in stream.gops:
-                sent = len(gop.segments) if layers is None else min(layers, len(gop.segments))
-                tokens = self._decode_tokens(gop, sent, size, coder, settings)
-                yield self._pixels(tokens, size, gop.num_frames) if pixels else tokens
-                bar.update(gop.num_frames)
+        for gop in stream.gops:
+            sent = len(gop.segments) if layers is None else min(layers, len(gop.segments))
+            total = sent if settings.mode == "none" else self.spec.num_scales
+            readers = [self._segment_reader(coder, gop, k, with_bits) for k in range(sent)]
+            generator = gop_generator(settings.seed, gop.index)
 
-    def _decode_tokens(
-        self, gop: bitstream.Gop, sent: int, size: tuple[int, int], coder, settings: SynthesisSettings
-    ) -> list[Tensor]:
-        """Tokens ``[t, h_k, w_k, G]`` of the sent scales, then of the synthesized ones (unless mode is none)."""
-        total = sent if settings.mode == "none" else self.spec.num_scales
-        generator = gop_generator(settings.seed, gop.index)
-        with torch.inference_mode():
-            frames = self._new_frames(gop.num_frames)
-            for k in range(total):
-                pick = self._segment_reader(coder, gop, k) if k < sent else None  # None: synthesize
-                self._code_scale(k, frames, size, pick, settings, generator)
-        return [torch.cat([f.tokens[k] for f in frames]) for k in range(total)]
+            def frames(gop=gop, readers=readers, total=total, generator=generator):
+                def pick(scale: int, readers=readers) -> Picker | None:
+                    return readers[scale] if scale < len(readers) else None
+
+                for latent, tokens in self._code_gop(gop.num_frames, size, total, pick, settings, generator):
+                    bits = [r.bits.pop(0) for r in readers] if with_bits else []
+                    yield latent, tokens, bits
+
+            yield gop, frames()
 
     @staticmethod
-    def _segment_reader(coder, gop: bitstream.Gop, k: int) -> Callable[[int, Callable[[], Tensor]], Tensor]:
-        """``pick(t, freqs_of)`` that decodes frame ``t``'s symbols from segment ``k`` of ``gop``."""
-        try:
-            decoder = coder.decoder(bytes(gop.segments[k]))
-        except Exception as exc:
-            if isinstance(exc, BitstreamError):
-                raise
-            raise BitstreamError(
-                f"GOP {gop.index} scale {k} cannot be decoded ({type(exc).__name__})"
-            ) from None
+    def _segment_reader(coder, gop: bitstream.Gop, k: int, with_bits: bool = False) -> _SegmentReader:
+        """A picker that decodes frame after frame from segment ``k`` of ``gop``."""
+        return _SegmentReader(coder, gop, k, with_bits)
 
-        def pick(t: int, freqs_of: Callable[[], Tensor]) -> Tensor:
-            try:
-                return decoder.decode(freqs_of())
-            except Exception as exc:  # a coder's own error on corrupt data
-                if isinstance(exc, BitstreamError):
-                    raise
-                raise BitstreamError(
-                    f"GOP {gop.index} scale {k} frame {t} cannot be decoded ({type(exc).__name__})"
-                ) from None
-
-        return pick
-
-    def _pixels(self, tokens: list[Tensor], size: tuple[int, int], n: int) -> np.ndarray:
-        """uint8 ``[n, H, W, 3]`` from tokens of any prefix of scales, in batches of ``batch_size``."""
+    def _pixels(self, latents: Tensor, size: tuple[int, int]) -> np.ndarray:
+        """uint8 ``[n, H, W, 3]`` from latents ``[n, C, h, w]`` (any float dtype), in batches of ``batch_size``."""
         out = []
+        tokenizer = self.model.tokenizer
         with torch.inference_mode():
-            for start in range(0, n, self.batch_size):
-                part = [t[start : start + self.batch_size].to(self.device) for t in tokens]
-                b = min(self.batch_size, n - start)
-                out.append(tensor_to_frames(self.model.tokenizer.decode(part, size, batch_size=b)))
+            for start in range(0, latents.shape[0], self.batch_size):
+                part = latents[start : start + self.batch_size].to(self.device, torch.float32)
+                out.append(tensor_to_frames(tokenizer.decode_latent(part, size)))
         return np.concatenate(out)
 
     # ------------------------------------------------------------------ the shared loop
 
-    def _new_frames(self, n: int) -> list[_Frame]:
-        return [_Frame(self._context64.init_state(1)) for _ in range(n)]
-
-    def _code_scale(
+    def _code_gop(
         self,
-        k: int,
-        frames: list[_Frame],
+        num_frames: int,
         size: tuple[int, int],
-        pick: Callable[[int, Callable[[], Tensor]], Tensor] | None,
+        total: int,
+        pick: Callable[[int], Picker | None],
         settings: SynthesisSettings | None = None,
         generator: torch.Generator | None = None,
-    ) -> None:
-        """Scale ``k`` of every frame, in order: logits, then symbols from ``pick(t, freqs_of)``
-        (encode or decode) or, when ``pick`` is ``None``, from synthesis; then the running latents."""
+    ) -> Iterator[tuple[Tensor, list[Tensor]]]:
+        """Frame after frame of a GOP, scales ``0 .. total - 1`` of each: logits, then symbols from
+        ``pick(k)(t, freqs_of)`` (encode or decode) or, where ``pick(k)`` is ``None``, from synthesis;
+        then the prediction loop. Yields ``(latent [1, C, h, w], tokens)`` of every frame, where
+        ``latent`` is what the decoder shows and ``tokens`` are ``[1, h_k, w_k, G]`` maps."""
         from progvc.coders.tables import logits_to_freqs
 
         spec = self.spec
-        h, w = spec.scale_sizes(*size)[k]
-        for t, frame in enumerate(frames):
-            if frame.f_hat is None:
-                cur = torch.zeros(1, spec.latent_dim, h, w, dtype=torch.float64, device=self.device)
-            else:
-                cur = area_resize(frame.f_hat, (h, w))
-            prev = None if t == 0 else area_resize(frames[t - 1].f_hat, (h, w))
-            logits = self._context64.step(frame.state, k, cur, prev).reshape(-1, spec.alphabet).cpu()
-            if pick is None:
-                symbols = pick_tokens(logits, settings, generator)
-            else:
-                symbols = pick(t, lambda logits=logits: logits_to_freqs(logits))
-            frame.tokens.append(symbols.reshape(1, h, w, spec.groups).to(self.device))
-            frame.f_hat = self._tokenizer64.latents(frame.tokens, size)[-1]
+        loop = PredictionLoop(self._tokenizer64, self.model.prediction, size)
+        pickers = [pick(k) for k in range(total)]
+        with torch.inference_mode():
+            for t in range(num_frames):
+                loop.start_frame()
+                state = self._context64.init_state(1)
+                for k in range(total):
+                    h, w = loop.sizes[k]
+                    cur, prev = loop.inputs(k)
+                    logits = self._context64.step(state, k, cur, prev).reshape(-1, spec.alphabet).cpu()
+                    if pickers[k] is None:
+                        symbols = pick_tokens(logits, settings, generator)
+                    else:
+                        symbols = pickers[k](t, lambda logits=logits: logits_to_freqs(logits))
+                    loop.add_scale(symbols.reshape(1, h, w, spec.groups).to(self.device))
+                yield loop.latent(), list(loop.tokens)
 
     def _bar(self, total: int | None, desc: str):
         from tqdm import tqdm
@@ -469,3 +509,39 @@ def _fit_layers(segments: list[bytes], index: int, budget_bits: float) -> int:
         else:
             break
     return best
+
+
+#: ``picker(t, freqs_of)``: the symbols of frame ``t`` at one scale, given a thunk for its tables.
+Picker = Callable[[int, Callable[[], Tensor]], Tensor]
+
+
+class _SegmentReader:
+    """Decodes frame after frame from one segment; optionally records each frame's bits."""
+
+    def __init__(self, coder, gop: bitstream.Gop, k: int, with_bits: bool = False) -> None:
+        self.gop, self.k = gop, k
+        self.bits: list[float] | None = [] if with_bits else None
+        try:
+            self.decoder = coder.decoder(bytes(gop.segments[k]))
+        except Exception as exc:
+            if isinstance(exc, BitstreamError):
+                raise
+            raise BitstreamError(
+                f"GOP {gop.index} scale {k} cannot be decoded ({type(exc).__name__})"
+            ) from None
+
+    def __call__(self, t: int, freqs_of: Callable[[], Tensor]) -> Tensor:
+        freqs = freqs_of()
+        try:
+            symbols = self.decoder.decode(freqs)
+        except Exception as exc:  # a coder's own error on corrupt data
+            if isinstance(exc, BitstreamError):
+                raise
+            raise BitstreamError(
+                f"GOP {self.gop.index} scale {self.k} frame {t} cannot be decoded ({type(exc).__name__})"
+            ) from None
+        if self.bits is not None:
+            f = freqs.to(torch.float64)
+            chosen = f.gather(-1, symbols.reshape(-1, 1).to(torch.int64)).squeeze(-1)
+            self.bits.append(float((f.sum(-1).log2() - chosen.log2()).sum()))
+        return symbols

@@ -48,30 +48,48 @@ def _import_components() -> None:
 
 
 class CodecModel(nn.Module):
-    """A :class:`Tokenizer` and a :class:`ContextModel` over its tokens, plus the name of the entropy coder.
+    """A :class:`Tokenizer` and a :class:`ContextModel` over its tokens, the temporal prediction
+    they were trained for, and the name of the entropy coder.
 
     Args:
         tokenizer: a registered tokenizer.
         context_model: a registered context model that accepts ``tokenizer.spec``.
         coder: name of the registered entropy coder used for new streams (``"range"`` or ``"rans"``).
+        prediction: ``"intra"`` (every frame coded alone) or ``"loops"`` (per-prefix prediction
+            loops, :mod:`progvc.codec.prediction`); part of the fingerprint.
     """
 
-    def __init__(self, tokenizer: Tokenizer, context_model: ContextModel, coder: str = "range") -> None:
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        context_model: ContextModel,
+        coder: str = "range",
+        prediction: str = "intra",
+    ) -> None:
         super().__init__()
+        from progvc.codec.prediction import check_mode
+
         context_model.check_compatible(tokenizer.spec)
         CODERS.get(coder)  # fail now on an unknown name
         self.tokenizer = tokenizer
         self.context_model = context_model
         self.coder = coder
+        self.prediction = check_mode(prediction)
 
     @property
     def config(self) -> dict[str, Any]:
-        """``{"tokenizer": cfg, "context_model": cfg, "coder": name}`` (see :meth:`Registry.config_of`)."""
-        return {
+        """``{"tokenizer": cfg, "context_model": cfg, "coder": name[, "prediction": mode]}`` (see :meth:`Registry.config_of`).
+
+        ``prediction`` is left out for ``"intra"``, so models made before it existed keep their fingerprint.
+        """
+        config = {
             "tokenizer": TOKENIZERS.config_of(self.tokenizer),
             "context_model": CONTEXT_MODELS.config_of(self.context_model),
             "coder": self.coder,
         }
+        if self.prediction != "intra":
+            config["prediction"] = self.prediction
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> CodecModel:
@@ -82,7 +100,10 @@ class CodecModel(nn.Module):
             context_model = CONTEXT_MODELS.from_config(config["context_model"])
         except (KeyError, TypeError) as exc:
             raise ModelLoadError(f"malformed model config ({type(exc).__name__}: {exc})") from None
-        return cls(tokenizer, context_model, config.get("coder", "range"))
+        prediction = config.get("prediction", "intra")
+        if prediction not in ("intra", "loops"):
+            raise ModelLoadError(f"malformed model config (unknown prediction {prediction!r})")
+        return cls(tokenizer, context_model, config.get("coder", "range"), prediction)
 
     def entropy_coder(self) -> EntropyCoder:
         """A fresh instance of the model's entropy coder."""
@@ -185,7 +206,9 @@ class CodecModel(nn.Module):
             latent_dim=spec.latent_dim, groups=spec.groups, alphabet=spec.alphabet, num_scales=spec.num_scales
         )
         context_cfg["init_args"] = {**linked, **context_cfg["init_args"]}
-        model = cls.from_config({"tokenizer": tokenizer_cfg, "context_model": context_cfg, "coder": coder})
+        config = {"tokenizer": tokenizer_cfg, "context_model": context_cfg, "coder": coder}
+        config["prediction"] = section.get("prediction", "intra")
+        model = cls.from_config(config)
         if weights is not None:
             wpath = Path(weights)
             if not wpath.is_file():

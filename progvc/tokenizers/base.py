@@ -135,6 +135,15 @@ class Tokenizer(Configurable, nn.Module, ABC):
     def forward(self, frames: Tensor, prefix: int | None = None) -> TokenizerOutput:
         """Training pass: quantize, reconstruct from the first ``prefix`` scales (all when ``None``)."""
 
+    def scale_contribution(self, tokens: list[Tensor], size: tuple[int, int]) -> Tensor:
+        """What the last of ``tokens`` (scales ``0..k``) adds to the running sum: ``[B, C, h, w]``.
+
+        The default takes the difference of :meth:`latents` (``O(k)``); multi-scale residual
+        tokenizers compute it directly, since scale ``k``'s contribution depends on its tokens only.
+        """
+        sums = self.latents(tokens, size)
+        return sums[-1] if len(sums) == 1 else sums[-1] - sums[-2]
+
     def decode(self, tokens: list[Tensor], size: tuple[int, int], batch_size: int | None = None) -> Tensor:
         """Pixels ``[B, 3, H, W]`` from any prefix of scales (an empty prefix decodes the zero latent)."""
         if tokens:

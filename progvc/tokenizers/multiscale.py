@@ -185,7 +185,9 @@ class MultiScaleResidualTokenizer(Tokenizer):
         """Scale ``k``'s contribution to ``f_hat``: bicubic upsampling of ``vec`` to the latent grid, then phi."""
         return self.phi(resize(vec, size, "bicubic"), k)
 
-    def quantize(self, f: Tensor, update: bool = False, refs: Sequence[Tensor] | None = None) -> QuantizeResult:
+    def quantize(
+        self, f: Tensor, update: bool = False, refs: Sequence[Tensor] | None = None
+    ) -> QuantizeResult:
         """Quantize a latent ``f [B, C, h, w]`` scale by scale (see the module docstring).
 
         ``update=True`` (training) lets the subclass maintain its quantizer (e.g. dead-code restarts).
@@ -243,6 +245,18 @@ class MultiScaleResidualTokenizer(Tokenizer):
             f_hat = (torch.zeros_like(contrib) if f_hat is None else f_hat) + contrib
             out.append(f_hat)
         return out
+
+    def scale_contribution(self, tokens: list[Tensor], size: tuple[int, int]) -> Tensor:
+        k = len(tokens) - 1
+        spec = self.spec
+        sizes = spec.scale_sizes(*size)
+        want = (*sizes[k], spec.groups)
+        tk = tokens[-1]
+        if tk.dim() != 4 or tuple(tk.shape[1:]) != want:
+            raise ConfigError(
+                f"tokens of scale {k} must be [B, {want[0]}, {want[1]}, {want[2]}], got {tuple(tk.shape)}"
+            )
+        return self._expand(k, self.dequantize_scale(k, tk), sizes[-1])
 
     def decode_latent(self, f_hat: Tensor, size: tuple[int, int]) -> Tensor:
         want = self.spec.latent_size(*size)

@@ -26,6 +26,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
+from progvc.codec.prediction import ClipCode, check_mode, code_clip
 from progvc.context_models import CONTEXT_MODELS, ContextModel, cross_entropy_bits, scale_inputs
 from progvc.errors import ConfigError, WeightsNotFoundError
 from progvc.metrics import MSSSIM, PSNR, BitsPerPixel, HaarPSI
@@ -131,6 +132,10 @@ class ProgVCModule(LightningModule):
         tokenizer_rate_weight: weight ``lambda`` of the tokenizer's own rate estimate (bits per
             pixel, :attr:`TokenizerOutput.rate_bits`) in the tokenizer and joint stages:
             rate-distortion training of the quantizer (0, or a tokenizer without a rate model: off).
+        prediction: temporal prediction of the codec this model is for, ``"intra"`` or ``"loops"``
+            (:mod:`progvc.codec.prediction`): with loops, frame ``t >= 1`` of a clip is quantized
+            against frame ``t - 1``'s reconstructions when the rate is computed (the tokenizer's
+            reconstruction loss codes frames alone).
         init_from: checkpoint (Lightning or progvc model file) whose matching ``tokenizer.*`` and
             ``context_model.*`` weights initialise this module, e.g. the tokenizer stage's result.
     """
@@ -160,6 +165,7 @@ class ProgVCModule(LightningModule):
         full_prefix_prob: float = 0.5,
         rate_weight: float = 1.0,
         tokenizer_rate_weight: float = 0.0,
+        prediction: str = "intra",
         init_from: str | None = None,
     ) -> None:
         super().__init__()
@@ -171,6 +177,7 @@ class ProgVCModule(LightningModule):
         context_model.check_compatible(tokenizer.spec)
         self.tokenizer = tokenizer
         self.context_model = context_model
+        self.prediction = check_mode(prediction)
         self.model_config()  # fail now, not at the first checkpoint, if a component is not registered
         self.stage = stage
         self.trains_tokenizer = stage in ("tokenizer", "joint")
@@ -227,28 +234,33 @@ class ProgVCModule(LightningModule):
             return k
         return int(torch.randint(1, k + 1, (), generator=gen))
 
-    def rate(self, tokens: list[Tensor], batch: int, time: int, size: tuple[int, int]) -> tuple[Tensor, int]:
-        """Cross-entropy in bits of every token of ``batch x time`` frames, and the number of token positions.
+    def rate(self, code: ClipCode, size: tuple[int, int]) -> tuple[Tensor, int]:
+        """Cross-entropy in bits of every token of a coded batch of clips, and the number of token positions.
 
-        ``tokens`` hold ``batch * time`` frames, clip-major. Frame 0 of a clip is scored without
-        a previous frame, frames ``t >= 1`` with frame ``t - 1``'s running latents (the layered
-        dependency of :func:`~progvc.context_models.scale_inputs`); two batched calls in all.
+        ``code`` holds ``T`` frames of ``B`` clips (:func:`~progvc.codec.prediction.code_clip`).
+        Frame 0 of a clip is scored without a previous frame, frames ``t >= 1`` with frame
+        ``t - 1``'s reconstructions at each level (the layered dependency of
+        :func:`~progvc.context_models.scale_inputs`); two batched calls in all.
         """
         sizes = self.tokenizer.spec.scale_sizes(*size)
-        with torch.no_grad():
-            f_hats = [f.unflatten(0, (batch, time)) for f in self.tokenizer.latents(tokens, size)]
-        toks = [t.unflatten(0, (batch, time)) for t in tokens]
-        cur, _ = scale_inputs([f[:, 0] for f in f_hats], sizes)
-        bits = cross_entropy_bits(self.context_model(cur, None), [t[:, 0] for t in toks])
+        time = len(code.tokens)
+        batch = code.tokens[0][0].shape[0]
+        own = [[s.detach() for s in frame] for frame in code.own]
+        cur, _ = scale_inputs(own[0], sizes)
+        bits = cross_entropy_bits(self.context_model(cur, None), code.tokens[0])
         if time > 1:
-            cur, prev = scale_inputs(
-                [f[:, 1:].flatten(0, 1) for f in f_hats], sizes, [f[:, :-1].flatten(0, 1) for f in f_hats]
-            )
-            bits = bits + cross_entropy_bits(
-                self.context_model(cur, prev), [t[:, 1:].flatten(0, 1) for t in toks]
-            )
+            cat = lambda frames: [torch.cat(level) for level in zip(*frames)]  # noqa: E731
+            recons = [[r.detach() for r in frame] for frame in code.recons]
+            cur, prev = scale_inputs(cat(own[1:]), sizes, cat(recons[:-1]))
+            bits = bits + cross_entropy_bits(self.context_model(cur, prev), cat(code.tokens[1:]))
         positions = batch * time * sum(h * w for h, w in sizes)
         return bits, positions
+
+    def code(self, clips: Tensor, update: bool = False) -> ClipCode:
+        """Quantize clips ``[B, T, 3, H, W]`` frame after frame with this model's prediction (no gradient)."""
+        with torch.no_grad():
+            latents = self.tokenizer.encode_latent(clips.flatten(0, 1)).unflatten(0, clips.shape[:2])
+            return code_clip(self.tokenizer, latents, self.prediction, update=update)
 
     # ----------------------------------------------------------------- training
     def _tokenizer_losses(self, frames: Tensor) -> tuple[Tensor, dict[str, Tensor], list[Tensor]]:
@@ -283,16 +295,12 @@ class ProgVCModule(LightningModule):
         frames = x.flatten(0, 1)
         loss = frames.new_zeros(())
         logs: dict[str, Tensor] = {}
-        tokens = None
         if self.trains_tokenizer:
-            loss_tok, parts, tokens = self._tokenizer_losses(frames)
+            loss_tok, parts, _ = self._tokenizer_losses(frames)
             loss = loss + loss_tok
             logs.update(parts)
         if self.trains_context:
-            if tokens is None:
-                with torch.no_grad():
-                    tokens = self.tokenizer.encode(frames)
-            bits, positions = self.rate([tk.detach() for tk in tokens], b, t, (h, w))
+            bits, positions = self.rate(self.code(x), (h, w))
             bpp = bits / (b * t * h * w)
             loss = loss + self.hparams.rate_weight * bpp
             logs.update({"bpp": bpp, "bits_per_token": bits / positions})
@@ -305,13 +313,14 @@ class ProgVCModule(LightningModule):
         x = self.clips(batch)
         b, t, _, h, w = x.shape
         frames = x.flatten(0, 1)
-        tokens = self.tokenizer.encode(frames)
-        recon = self.tokenizer.decode(tokens, (h, w)).clamp(0, 1)
+        code = self.code(x)
+        latents = torch.stack([r[-1] for r in code.recons], 1).flatten(0, 1)  # clip-major, as frames
+        recon = self.tokenizer.decode_latent(latents, (h, w)).clamp(0, 1)
         self.val_metrics.update(recon, frames)
         for name, metric in self.val_metrics.items():
             self.log(f"{prefix}/{name}", metric, prog_bar=name == "psnr")
         if self.trains_context:
-            bits, positions = self.rate(tokens, b, t, (h, w))
+            bits, positions = self.rate(code, (h, w))
             self.val_bpp.update(bits, b * t * h * w)
             self.val_bits_per_token.update(bits / positions, weight=positions)
             self.log(f"{prefix}/bpp", self.val_bpp, prog_bar=True)
@@ -365,11 +374,14 @@ class ProgVCModule(LightningModule):
 
     # ----------------------------------------------------------------- checkpoints
     def model_config(self) -> dict[str, Any]:
-        """``{"tokenizer": cfg, "context_model": cfg}``: the components' registry configs (plain data)."""
-        return {
+        """``{"tokenizer": cfg, "context_model": cfg[, "prediction": mode]}``: what :class:`CodecModel` is built from."""
+        config = {
             "tokenizer": TOKENIZERS.config_of(self.tokenizer),
             "context_model": CONTEXT_MODELS.config_of(self.context_model),
         }
+        if self.prediction != "intra":
+            config["prediction"] = self.prediction
+        return config
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record :meth:`model_config` as ``checkpoint["progvc_model"]``, so that ``CodecModel.load(ckpt)`` rebuilds the codec."""

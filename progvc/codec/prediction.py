@@ -1,0 +1,154 @@
+"""Temporal prediction: the per-prefix prediction loops that make P-frames cheap (DESIGN.md section 10).
+
+This module is the one home of the temporal loop; the encoder, the decoder and training all
+go through it. A decoder that receives ``k`` scales of every frame holds, for every level
+``j <= k``, a reconstruction ``R_t[j]`` of the current frame's latent. With ``mode="loops"``:
+
+* the first frame of a GOP is coded alone (``R_{-1}[j] = 0``);
+* scale ``j`` of frame ``t`` quantizes ``down_j(f_t - R_{t-1}[j] - S_t[j-1])``, where ``S_t`` is
+  the running sum of frame ``t``'s own scale contributions;
+* ``R_t[j] = R_{t-1}[j] + S_t[j]``, and the decoder shows ``decode(R_t[k])``.
+
+Every level is its own closed loop, so cutting a stream after any scale decodes without drift,
+and the layered rule holds: frame ``t``, scale ``j`` depends on frame ``t``'s scales ``< j`` and
+earlier frames' scales ``<= j`` only. Content that did not change is coded as zero tokens,
+which cost almost nothing under the context model. ``mode="intra"`` codes every frame alone
+(``R_t[j] = S_t[j]``), the first design.
+
+The context model sees, for scale ``k`` of frame ``t``: ``cur_k = down_k(S_t[k-1])`` (what this
+frame has coded so far) and ``prev_k = down_k(R_{t-1}[k])`` (the reference at that level),
+exactly as :func:`progvc.context_models.scale_inputs` builds them from ``S_t`` and ``R_{t-1}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from progvc.context_models.base import area_resize
+from progvc.errors import ConfigError
+from progvc.tokenizers.base import Tokenizer
+
+#: prediction modes, as stored in a model's config.
+PREDICTION_MODES = ("intra", "loops")
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` if it is a known prediction mode, else :class:`ConfigError`."""
+    if mode not in PREDICTION_MODES:
+        raise ConfigError(f"prediction must be one of {', '.join(PREDICTION_MODES)}, got {mode!r}")
+    return mode
+
+
+@dataclass
+class ClipCode:
+    """The result of coding a clip ``[B, T, ...]`` frame after frame (:func:`code_clip`).
+
+    Attributes:
+        tokens: per frame, ``K`` token maps ``[B, h_k, w_k, G]``.
+        own: per frame, ``K`` running sums ``S_t[k]`` ``[B, C, h, w]`` of the frame's own contributions.
+        recons: per frame, ``K`` reconstructions ``R_t[k]`` ``[B, C, h, w]`` (what a decoder
+            receiving ``k + 1`` scales holds).
+        rate_bits: the tokenizer's own rate estimate of the whole clip in bits, or ``None``.
+    """
+
+    tokens: list[list[Tensor]] = field(default_factory=list)
+    own: list[list[Tensor]] = field(default_factory=list)
+    recons: list[list[Tensor]] = field(default_factory=list)
+    rate_bits: Tensor | None = None
+
+
+def code_clip(
+    tokenizer: Tokenizer, latents: Tensor, mode: str, update: bool = False, detach_refs: bool = True
+) -> ClipCode:
+    """Quantize the latents ``[B, T, C, h, w]`` of clips frame after frame with prediction ``mode``.
+
+    Frame 0 of every clip is coded alone; with ``"loops"`` frame ``t`` is coded against frame
+    ``t - 1``'s reconstructions. ``detach_refs`` stops gradients through the references
+    (training through time is not needed to learn the quantizer). The tokenizer must provide
+    ``quantize(f, update, refs)`` (every :class:`~progvc.tokenizers.multiscale.MultiScaleResidualTokenizer` does).
+    """
+    check_mode(mode)
+    quantize = getattr(tokenizer, "quantize", None)
+    if quantize is None:
+        raise ConfigError(f"tokenizer {type(tokenizer).__name__} cannot quantize against references")
+    out = ClipCode()
+    refs: list[Tensor] | None = None
+    rates = []
+    for t in range(latents.shape[1]):
+        res = quantize(latents[:, t], update=update and t == 0, refs=refs)
+        out.tokens.append(res.tokens)
+        out.own.append(res.f_hats)
+        out.recons.append(res.recons)
+        if res.rate_bits is not None:
+            rates.append(res.rate_bits)
+        if mode == "loops":
+            refs = [r.detach() for r in res.recons] if detach_refs else res.recons
+    out.rate_bits = torch.stack(rates).sum() if rates else None
+    return out
+
+
+class PredictionLoop:
+    """Decoder-side state of the prediction loops of one GOP, updated scale by scale, frame by frame.
+
+    The codec (encoder and decoder alike) runs, for each frame: :meth:`start_frame`, then for
+    each scale ``k`` :meth:`inputs` (the context model's ``cur_k, prev_k``) and
+    :meth:`add_scale` (the scale's tokens), then :meth:`latent` (what to decode for display).
+    Memory: ``K`` reference latents, whatever the GOP length.
+
+    Args:
+        tokenizer: the tokenizer (the codec passes its float64 copy, so that encoder and decoder
+            compute bit-identical inputs).
+        mode: ``"intra"`` or ``"loops"``.
+        size: frame ``(H, W)`` in pixels.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, mode: str, size: tuple[int, int]) -> None:
+        self.tokenizer = tokenizer
+        self.mode = check_mode(mode)
+        self.size = size
+        self.spec = tokenizer.spec
+        self.sizes = self.spec.scale_sizes(*size)
+        param = next(tokenizer.parameters())
+        self._zeros = param.new_zeros(1, self.spec.latent_dim, *self.sizes[-1])
+        self.refs: list[Tensor] | None = None  # R_{t-1}[k] for the levels coded so far
+        self.recons: list[Tensor] = []  # R_t[k] of the frame being coded
+        self.tokens: list[Tensor] = []  # the frame's tokens so far
+        self.own: Tensor = self._zeros  # S_t after the frame's scales so far
+
+    def start_frame(self) -> None:
+        """Begin the next frame: its own sum is zero; the last frame's levels become the references."""
+        if self.tokens:  # intra: the previous frame still informs the context model (prev inputs)
+            self.refs = self.recons
+        self.recons, self.tokens, self.own = [], [], self._zeros
+
+    @property
+    def first(self) -> bool:
+        """Whether the frame being coded is the first of the GOP (no previous frame)."""
+        return self.refs is None
+
+    def inputs(self, k: int) -> tuple[Tensor, Tensor | None]:
+        """Context-model inputs of scale ``k``: ``cur_k = down_k(S_t[k-1])``, ``prev_k = down_k(R_{t-1}[k])``."""
+        hw = self.sizes[k]
+        if k == 0:
+            cur = self._zeros.new_zeros(1, self.spec.latent_dim, *hw)
+        else:
+            cur = area_resize(self.own, hw)
+        prev = None if self.refs is None else area_resize(self.refs[k], hw)
+        return cur, prev
+
+    def add_scale(self, tokens_k: Tensor) -> None:
+        """Add scale ``k = len(tokens so far)``'s tokens ``[1, h_k, w_k, G]`` to the frame."""
+        k = len(self.tokens)
+        if k >= len(self.sizes):
+            raise ConfigError(f"the frame already has all {len(self.sizes)} scales")
+        self.tokens.append(tokens_k)
+        self.own = self.own + self.tokenizer.scale_contribution(self.tokens, self.size)
+        predicted = self.mode == "loops" and self.refs is not None and k < len(self.refs)
+        self.recons.append(self.refs[k] + self.own if predicted else self.own)
+
+    def latent(self) -> Tensor:
+        """The latent ``[1, C, h, w]`` the decoder shows for the frame: its deepest level coded so far."""
+        return self.recons[-1] if self.recons else self._zeros

@@ -1,0 +1,99 @@
+"""progvc.codec.prediction: per-prefix prediction loops keep truncation exact and make static content cheap."""
+
+import numpy as np
+import pytest
+import torch
+from _tiny_codec import SCALES, clip, tiny_model
+
+from progvc.codec import Codec, truncate
+from progvc.codec.bitstream import parse
+from progvc.codec.codec import frames_to_tensor
+from progvc.codec.prediction import PredictionLoop, code_clip
+from progvc.errors import ConfigError
+
+K = len(SCALES)
+
+
+def _codec(prediction: str = "loops", kind: str = "mssq") -> Codec:
+    return Codec(tiny_model(kind, prediction=prediction), progress=False)
+
+
+def _nonzero(tokens: list[torch.Tensor], zero: int) -> float:
+    return float(torch.cat([(t != zero).flatten().float() for t in tokens]).mean())
+
+
+def test_static_content_costs_zero_tokens_once_the_loop_has_converged():
+    model = tiny_model("mssq", prediction="loops")
+    still = frames_to_tensor(np.repeat(clip()[:1], 4, axis=0))
+    zero = model.tokenizer.half
+    with torch.no_grad():
+        latents = model.tokenizer.encode_latent(still)[None]
+        loops = code_clip(model.tokenizer, latents, "loops")
+        intra = code_clip(model.tokenizer, latents, "intra")
+    first = _nonzero(loops.tokens[0], zero)
+    assert first > 0.2
+    # intra: every frame costs what the first did; loops: the repeated frames are (almost) all zeros
+    assert _nonzero(intra.tokens[3], zero) == pytest.approx(first)
+    # (phi and the resampling make a level's reconstruction differ from its target by more than the
+    # rounding error, which the next frames correct: the loop converges within a few frames)
+    assert _nonzero(loops.tokens[1], zero) < 0.6 * first
+    assert _nonzero(loops.tokens[3], zero) < 0.15 * first
+    # every level's reconstruction is still that of the frame
+    for k in range(K):
+        err_first = (loops.recons[0][k] - latents[0]).square().mean()
+        assert (loops.recons[3][k] - latents[0]).square().mean() <= err_first * 1.05 + 1e-6
+
+
+@pytest.mark.parametrize("kind", ["mssq", "msvq"])
+def test_truncation_stays_byte_identical_and_drift_free_with_loops(kind):
+    c = _codec("loops", kind)
+    x = clip()
+    full = c.compress(x, gop=4)
+    for k in range(K + 1):
+        cut = c.compress(x, gop=4, layers=k)
+        assert truncate(full, k) == cut, f"layers={k}"
+        # the decoder, fed k scales, shows exactly the encoder's level-k loop: no drift at any cut
+        np.testing.assert_array_equal(c.decompress(cut, synthesis="none"), c.reconstruct(x, layers=k, gop=4))
+
+
+def test_loops_decode_with_synthesis_deterministically():
+    c = _codec("loops")
+    cut = truncate(c.compress(clip(), gop=5), 2)
+    for mode in ("sample", "argmax"):
+        a = c.decompress(cut, synthesis=mode, seed=3)
+        b = c.decompress(cut, synthesis=mode, seed=3)
+        assert a.shape == clip().shape
+        np.testing.assert_array_equal(a, b)
+
+
+def test_loops_and_intra_streams_are_different_models():
+    loops, intra = _codec("loops"), _codec("intra")
+    assert loops.fingerprint != intra.fingerprint
+    assert loops.model.config["prediction"] == "loops" and "prediction" not in intra.model.config
+
+
+def test_frame_bits_account_for_every_segment():
+    c = _codec("loops")
+    data = c.compress(clip(), gop=3)
+    frames = c.frame_bits(data)
+    assert [(f["gop"], f["position"]) for f in frames] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+    for g, gop in enumerate(parse(data).gops):
+        for k, segment in enumerate(gop.segments):
+            seg_bytes = len(segment)
+            ideal = sum(f["bits"][k] for f in frames if f["gop"] == g)
+            # the coder's words and its own table precision: a few bytes either way, never a share of them
+            assert abs(8 * seg_bytes - ideal) <= 0.01 * ideal + 64
+
+
+def test_prediction_loop_refuses_more_scales_than_the_schedule():
+    model = tiny_model("mssq")
+    loop = PredictionLoop(model.tokenizer, "loops", (48, 64))
+    loop.start_frame()
+    sizes = model.tokenizer.scale_sizes(48, 64)
+    for h, w in sizes:
+        loop.add_scale(torch.full((1, h, w, 8), model.tokenizer.half))
+    assert torch.count_nonzero(loop.latent()) == 0  # zero tokens add nothing
+    with pytest.raises(ConfigError):
+        loop.add_scale(torch.zeros(1, 1, 1, 8, dtype=torch.long))
+    with pytest.raises(ConfigError):
+        PredictionLoop(model.tokenizer, "bidirectional", (48, 64))
