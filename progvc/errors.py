@@ -24,3 +24,7 @@ class WeightsNotFoundError(ProgvcError, FileNotFoundError):
 
 class ConfigError(ProgvcError, ValueError):
     """Components that do not fit together, or a bad setting."""
+
+
+class LimitExceededError(BitstreamError):
+    """A stream asks the decoder for more than its :class:`~progvc.codec.limits.DecodeLimits` allow."""

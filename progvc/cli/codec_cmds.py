@@ -55,6 +55,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="how to fill the scales not used (default: the stream's)",
     )
     p.add_argument("--seed", type=int, help="synthesis seed (default: the stream's)")
+    _limit_args(p)
     _common_args(p)
     p.set_defaults(func=_decompress)
 
@@ -81,12 +82,36 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device for the networks (default cpu)")
 
 
+def _limit_args(p: argparse.ArgumentParser) -> None:
+    from progvc.codec import limits
+
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=limits.DEFAULT_MAX_PIXELS,
+        help=f"refuse frames larger than this many pixels (default {limits.DEFAULT_MAX_PIXELS}, 3840x2160)",
+    )
+    p.add_argument(
+        "--max-frames",
+        type=int,
+        default=limits.DEFAULT_MAX_FRAMES,
+        help=f"refuse streams of more frames (default {limits.DEFAULT_MAX_FRAMES})",
+    )
+    p.add_argument(
+        "--max-synth-work",
+        type=int,
+        default=limits.DEFAULT_MAX_SYNTH_WORK,
+        help="refuse streams whose synthesized scales add up to more frames x pixels x scales "
+        f"(default {limits.DEFAULT_MAX_SYNTH_WORK})",
+    )
+
+
 def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _load_codec(args: argparse.Namespace):
+def _load_codec(args: argparse.Namespace, limits=None):
     from progvc.codec import Codec, CodecModel
 
     if str(args.model).endswith((".yaml", ".yml")):
@@ -95,7 +120,9 @@ def _load_codec(args: argparse.Namespace):
         if args.weights:
             raise FileError("--weights goes with a YAML recipe as --model")
         model = CodecModel.load(args.model)
-    return Codec(model, device=args.device, progress=False if getattr(args, "quiet", False) else None)
+    return Codec(
+        model, device=args.device, progress=False if getattr(args, "quiet", False) else None, limits=limits
+    )
 
 
 def _read_stream(path: str) -> bytes:
@@ -164,14 +191,18 @@ def _compress(args: argparse.Namespace) -> int:
 
 
 def _decompress(args: argparse.Namespace) -> int:
-    from progvc.codec import inspect
+    from progvc.codec.bitstream import parse
+    from progvc.codec.limits import DecodeLimits
     from progvc.io import write_video
 
     out = Path(args.output)
     _check_output(out, args.force)
+    limits = DecodeLimits(args.max_pixels, args.max_frames, args.max_synth_work)
     data = _read_stream(args.input)
-    header = inspect(data).header  # validates the stream before the model is loaded
-    codec = _load_codec(args)
+    stream = parse(data, limits)  # validates the stream and its demands before the model is loaded
+    header = stream.header
+    limits.check(stream, args.layers, args.synthesis or header.synthesis.mode)
+    codec = _load_codec(args, limits)
     gops = codec.iter_decompress(data, layers=args.layers, synthesis=args.synthesis, seed=args.seed)
     count = 0
 

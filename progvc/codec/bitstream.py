@@ -28,11 +28,14 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from progvc.codec.synthesis import SYNTHESIS_MODES, TEMPERATURE_UNIT, SynthesisSettings
 from progvc.errors import BitstreamError, ConfigError
 from progvc.io import MAX_PIXELS, MAX_SIDE
+
+if TYPE_CHECKING:
+    from progvc.codec.limits import DecodeLimits
 
 MAGIC = b"PGVC"
 VERSION = 1
@@ -277,16 +280,19 @@ def _parse_header(reader: _Reader) -> Header:
     return header
 
 
-def parse(data: bytes | bytearray | memoryview) -> Stream:
+def parse(data: bytes | bytearray | memoryview, limits: DecodeLimits | None = None) -> Stream:
     """Validate a whole stream -- header fields, every GOP's framing, every segment's CRC -- without decoding.
 
     Raises :class:`BitstreamError` (one line) on the first problem: truncation, a bad field,
-    a checksum mismatch, missing GOPs or trailing bytes.
+    a checksum mismatch, missing GOPs or trailing bytes. With ``limits``, a header over its frame
+    area or frame count raises :class:`~progvc.errors.LimitExceededError` before the GOPs are read.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"a stream is bytes, got {type(data).__name__}")
     reader = _Reader(data)
     header = _parse_header(reader)
+    if limits is not None:
+        limits.check_header(header)
     header_bytes = reader.pos
     gops = []
     for g in range(header.num_gops):
