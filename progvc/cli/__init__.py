@@ -2,7 +2,7 @@
 
 Sub-commands live beside this file, one module per floor they call into:
 ``codec_cmds`` (compress, decompress, truncate, info), ``eval_cmds`` (demo, evaluate),
-``train_cmds`` (fit, validate, test: Lightning's CLI). Every
+``train_cmds`` (fit, validate, test: Lightning's CLI), ``data_cmds`` (data pack). Every
 :class:`~progvc.errors.ProgvcError` ends as one line on stderr and exit code 2.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from progvc.errors import ProgvcError
 
 #: modules whose ``add_parsers(subparsers)`` registers sub-commands, in help order.
-_COMMAND_MODULES = ("progvc.cli.codec_cmds", "progvc.cli.eval_cmds")
+_COMMAND_MODULES = ("progvc.cli.codec_cmds", "progvc.cli.eval_cmds", "progvc.cli.data_cmds")
 #: sub-commands handed whole to Lightning's CLI (which parses its own arguments).
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
