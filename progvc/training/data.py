@@ -271,6 +271,18 @@ def _to_uint8(x: Tensor) -> Tensor:
     return x.round().clamp(0, 255).to(torch.uint8)
 
 
+def _downscale(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 ``[T, H, W, 3]`` -> uint8 ``[T, h, w, 3]``, antialiased (PIL's bilinear reduction, about 2x
+    faster than torch's antialiased interpolation on one thread, measured on 853x853 -> 128x128)."""
+    from PIL import Image
+
+    out = np.empty((frames.shape[0], *size, 3), np.uint8)
+    for i, frame in enumerate(frames):
+        img = Image.fromarray(np.ascontiguousarray(frame))
+        out[i] = np.asarray(img.resize((size[1], size[0]), Image.Resampling.BILINEAR))
+    return out
+
+
 def random_clip(
     frames: np.ndarray,
     clip_len: int,
@@ -320,8 +332,7 @@ def random_clip(
     x0 = int(u[2] * (w - region[1] + 1))
     clip = frames[t0 : t0 + clip_len, y0 : y0 + region[0], x0 : x0 + region[1]]
     if region != crop:
-        x = torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float()
-        x = _to_uint8(F.interpolate(x, size=crop, mode="bilinear", antialias=True, align_corners=False))
+        x = torch.from_numpy(_downscale(clip, crop)).permute(0, 3, 1, 2)
         return x.flip(-1) if do_flip else x
     if do_flip:
         clip = clip[:, :, ::-1]
