@@ -127,3 +127,12 @@ def test_ddp_ranks_train_on_disjoint_shards(tmp_path):
     seen = [[int(v) // 10 for v in (tmp_path / f"rank{r}.txt").read_text().split()] for r in (0, 1)]
     assert len(seen[0]) == len(seen[1]) == 6  # 3 steps of 2 clips: one epoch of 6 items per rank
     assert not set(seen[0]) & set(seen[1]) and set(seen[0]) | set(seen[1]) == set(range(12))
+
+
+def test_data_benchmark_measures_both_loaders(media, tmp_path):
+    from progvc.bench.data import loader_rate
+
+    pack([str(media / "clip.y4m")], tmp_path / "pack", clip_len=2, progress=False)
+    for train in (str(media / "clip.y4m"), f"litdata:{tmp_path / 'pack'}"):
+        dm = VideoDataModule(train=[train], clip_len=2, crop=16, batch_size=2, val_clips=1)
+        assert loader_rate(dm, batches=4, warmup=1) > 0  # the 3-item LitData epoch restarts on the way
