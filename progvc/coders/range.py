@@ -1,9 +1,11 @@
 """Range coder on ``constriction`` (32-bit words, 64-bit state, 24-bit probabilities).
 
-Tables go to constriction's lazy ``Categorical(perfect=False)`` model as float64 rows. The
-frequencies are integers and every row sums to at most ``2**30``, so constriction's float64 sums
-are exact and its 24-bit requantisation (``floor(cdf * (2**24 - A) / total) + symbol``) is a pure
-function of the integers: encoder and decoder agree bit for bit.
+Tables go to constriction's lazy ``Categorical(perfect=False)`` model. Float32 grid tables
+(:func:`~progvc.coders.tables.logits_to_tables`, the codec's path) go as they are, in one call
+per chunk; integer frequencies go as float64 rows (every row sums to at most ``2**30``, so
+constriction's float64 sums are exact). Either way constriction's 24-bit requantisation
+(``floor(cdf * (2**24 - A) / total) + symbol``) is sequential Rust code, a pure function of the
+table's bits: encoder and decoder agree bit for bit.
 
 Segment format: the coder's 32-bit words as **big-endian** bytes with the trailing zero bytes cut.
 The decoder reads missing words as zeros, so cutting zeros is lossless; big-endian order puts the
@@ -100,6 +102,9 @@ class RangeSymbolEncoder(SymbolEncoder):
             raise RuntimeError("encode() after finish()")
         symbols, freqs = check_chunk(symbols, freqs)
         symbols32 = symbols.to(torch.int32).numpy()
+        if freqs.dtype == torch.float32:  # grid tables: constriction reads the floats as they are
+            self._encoder.encode(symbols32, self._family, freqs.numpy())
+            return
         for rows, probs in _float64_blocks(freqs):
             self._encoder.encode(symbols32[rows], self._family, probs)
 
@@ -132,8 +137,11 @@ class RangeSymbolDecoder(SymbolDecoder):
         _, freqs = check_chunk(None, freqs)
         symbols = np.empty(freqs.shape[0], dtype=np.int64)
         try:
-            for rows, probs in _float64_blocks(freqs):
-                symbols[rows] = self._decoder.decode(self._family, probs)
+            if freqs.dtype == torch.float32:  # grid tables: constriction reads the floats as they are
+                symbols[:] = self._decoder.decode(self._family, freqs.numpy())
+            else:
+                for rows, probs in _float64_blocks(freqs):
+                    symbols[rows] = self._decoder.decode(self._family, probs)
         except Exception as exc:
             raise _corrupt(exc) from None
         return torch.from_numpy(symbols)

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from progvc.coders import CODERS
 from progvc.coders.base import EntropyCoder, SymbolDecoder, SymbolEncoder
-from progvc.coders.tables import check_chunk, row_blocks
+from progvc.coders.tables import check_chunk, row_blocks, tables_to_freqs
 from progvc.errors import BitstreamError
 
 PRECISION = 16
@@ -83,9 +83,12 @@ def cdfs_16bit(freqs: Tensor) -> Tensor:
 
 
 def _compressai_tables(freqs: Tensor) -> tuple[list[int], list[list[int]], list[int], list[int]]:
-    """``(indexes, cdfs, cdf_sizes, offsets)`` in CompressAI's calling convention for ``freqs [N, A]``."""
+    """``(indexes, cdfs, cdf_sizes, offsets)`` in CompressAI's calling convention for ``freqs [N, A]``
+    (integer frequencies, or float32 grid tables turned into them by :func:`tables_to_freqs`)."""
     if freqs.ndim != 2 or freqs.shape[0] == 0:
         raise ValueError("need at least one table")
+    if freqs.dtype == torch.float32:
+        freqs = tables_to_freqs(freqs)
     if int(freqs.min()) < 1:
         raise ValueError("every table entry must be >= 1 (use logits_to_freqs)")
     cdf = cdfs_16bit(freqs)

@@ -117,6 +117,83 @@ def logits_to_freqs(logits: Tensor) -> Tensor:
     return out.view(logits.shape)
 
 
+#: grid tables (:func:`logits_to_tables`): ``bits(p_j) = bits(1.0f) - j * GRID_STEP_BITS``, the
+#: float32 whose bit pattern is linear in ``j`` (Mitchell's approximation of ``exp(-j / 16)``).
+GRID_STEP_BITS = round(2**23 * math.log2(math.e) / STEPS_PER_NAT)
+#: grid tables stop at ``j = GRID_MAX_STEPS`` (``exp(-20)``, about ``2**-29``: far below the
+#: range coder's 24-bit precision, which gives every symbol at least ``2**-24`` anyway).
+GRID_MAX_STEPS = 20 * STEPS_PER_NAT
+_ONE_BITS = 0x3F800000  # bits of float32 1.0
+
+
+def logits_to_tables(logits: Tensor, out: Tensor | None = None) -> Tensor:
+    """Float32 **grid tables** from logits: the fast deterministic path (about 5 passes over the data).
+
+    Per row, ``j = min(GRID_MAX_STEPS, floor(16 * max - 16 * x))`` is the distance below the row
+    maximum in grid steps of 1/16 nat, exactly as :func:`logits_to_freqs` quantizes it (the
+    products by 16 are exact and the one subtraction is correctly rounded, so a fused or unfused,
+    vectorized or scalar kernel gives the same ``j`` on any thread count). The table entry is the
+    float32 whose bit pattern is ``bits(1.0) - j * GRID_STEP_BITS``: an integer operation, so
+    there is no ``exp`` and no lookup, and the value is within 6 % of ``exp(-j / 16)`` (Mitchell's
+    piecewise-linear approximation of a power of two, monotone in ``j``); the most likely symbol
+    gets exactly 1.0 and every entry is at least ``exp(-20)``.
+
+    The range coder hands these floats to constriction as they are (its requantization to 24 bits
+    is sequential Rust, a pure function of the float bits); other coders turn them into integer
+    frequencies with :func:`tables_to_freqs`. ``NaN`` and ``-inf`` count as least likely,
+    ``+inf`` as most likely (a slower path, only for rows with a non-finite or huge maximum).
+
+    Args:
+        logits: ``[..., A]`` unnormalised log-probabilities, any float dtype, any device.
+        out: optional float32 CPU tensor of ``logits``' shape to write into (a coding loop that
+            reuses one keeps the tables in cache instead of faulting in fresh pages).
+
+    Returns:
+        float32 ``[..., A]`` on the CPU (``out`` when given).
+    """
+    if logits.ndim == 0 or logits.shape[-1] < 1:
+        raise ValueError(f"logits must have shape [..., A] with A >= 1, got {tuple(logits.shape)}")
+    a = logits.shape[-1]
+    flat = logits.detach().reshape(-1, a).cpu()
+    work = torch.float64 if flat.dtype == torch.float64 else torch.float32
+    if flat.dtype != work:
+        flat = flat.to(work)
+    if out is None:
+        out = torch.empty(logits.shape, dtype=torch.float32)
+    elif out.shape != logits.shape or out.dtype != torch.float32 or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous float32 tensor of shape {tuple(logits.shape)}")
+    bits = out.view(-1, a).view(torch.int32)
+    one = torch.tensor(_ONE_BITS, dtype=torch.int32)
+    limit = torch.finfo(work).max / 64
+    d = torch.empty(0, dtype=work)
+    j = torch.empty(0, dtype=torch.int32)
+    for rows in row_blocks(flat.shape[0], a):
+        n = rows.stop - rows.start
+        if d.shape[0] < n:
+            d = torch.empty(n, a, dtype=work)
+            j = torch.empty(n, a, dtype=torch.int32)
+        db, jb, xb = d[:n], j[:n], flat[rows]
+        top = xb.amax(dim=-1, keepdim=True)
+        if not bool(top.abs().max() < limit):  # NaN, inf or huge logits: make every value finite first
+            xb = torch.nan_to_num(xb, nan=-limit, posinf=limit, neginf=-limit).clamp_(-limit, limit)
+            top = xb.amax(dim=-1, keepdim=True)
+        torch.add(top.mul_(STEPS_PER_NAT), xb, alpha=-STEPS_PER_NAT, out=db)  # >= 0: grid steps below the max
+        db.clamp_(max=GRID_MAX_STEPS)
+        jb.copy_(db)  # truncation: floor, the values being >= 0
+        torch.add(one, jb, alpha=-GRID_STEP_BITS, out=bits[rows])
+    return out
+
+
+def tables_to_freqs(tables: Tensor) -> Tensor:
+    """Integer frequencies ``[N, A]`` (int64) of grid tables: ``max(1, floor(p * 2**scale_bits(A)))``.
+
+    Exact (a power-of-two scaling and a floor), so deterministic; every entry is ``>= 1`` and a
+    row sums to at most ``2**30``, as :func:`logits_to_freqs`' tables do.
+    """
+    scaled = tables.to(torch.float64).mul_(2.0 ** scale_bits(tables.shape[-1])).floor_().clamp_(min=1)
+    return scaled.to(torch.int64)
+
+
 def ideal_bits(symbols: Tensor, freqs: Tensor) -> float:
     """Code length in **bits** of ``symbols [N]`` under the integer tables ``freqs [N, A]``.
 
@@ -125,23 +202,28 @@ def ideal_bits(symbols: Tensor, freqs: Tensor) -> float:
     """
     symbols, freqs = check_chunk(symbols, freqs)
     if symbols.numel() == 0:
-        return 0.0
+        return 0.0  # (grid tables work too: the float32 values are their own frequencies)
     f = freqs.to(torch.float64)
     chosen = f.gather(1, symbols[:, None]).squeeze(1)
     return float(-(torch.log2(chosen) - torch.log2(f.sum(dim=1))).sum())
 
 
 def check_chunk(symbols: Tensor | None, freqs: Tensor) -> tuple[Tensor, Tensor]:
-    """Validate a chunk for a coder and return ``(symbols [N] int64, freqs [N, A] int64)`` on the CPU.
+    """Validate a chunk for a coder and return ``(symbols [N] int64, tables [N, A])`` on the CPU.
 
+    ``freqs`` is either integer frequencies (returned as int64, from :func:`logits_to_freqs`) or
+    float32 grid tables (returned as contiguous float32, from :func:`logits_to_tables`).
     ``symbols`` may be ``None`` (a decoder checks only the tables). Violations are programming
-    errors (the tables come from :func:`logits_to_freqs`), reported as :class:`ValueError`.
+    errors, reported as :class:`ValueError`.
     """
     if freqs.ndim != 2 or freqs.shape[1] < 1:
         raise ValueError(f"freqs must have shape [N, A] with A >= 1, got {tuple(freqs.shape)}")
-    if freqs.dtype.is_floating_point or freqs.dtype.is_complex or freqs.dtype == torch.bool:
-        raise ValueError(f"freqs must be an integer tensor, got {freqs.dtype}")
-    freqs = freqs.detach().to(device="cpu", dtype=torch.int64)
+    if freqs.dtype == torch.float32:
+        freqs = freqs.detach().cpu().contiguous()
+    elif freqs.dtype.is_floating_point or freqs.dtype.is_complex or freqs.dtype == torch.bool:
+        raise ValueError(f"freqs must be an integer tensor or float32 grid tables, got {freqs.dtype}")
+    else:
+        freqs = freqs.detach().to(device="cpu", dtype=torch.int64)
     if symbols is None:
         return torch.empty(0, dtype=torch.int64), freqs
     if symbols.shape != (freqs.shape[0],):
