@@ -456,7 +456,7 @@ class Codec:
         ``pick(k)(t, freqs_of)`` (encode or decode) or, where ``pick(k)`` is ``None``, from synthesis;
         then the prediction loop. Yields ``(latent [1, C, h, w], tokens)`` of every frame, where
         ``latent`` is what the decoder shows and ``tokens`` are ``[1, h_k, w_k, G]`` maps."""
-        from progvc.coders.tables import logits_to_freqs
+        from progvc.coders.tables import logits_to_tables  # float32 grid tables (fast, deterministic)
 
         spec = self.spec
         loop = PredictionLoop(self._tokenizer64, self.model.prediction, size)
@@ -472,7 +472,7 @@ class Codec:
                     if pickers[k] is None:
                         symbols = pick_tokens(logits, settings, generator)
                     else:
-                        symbols = pickers[k](t, lambda logits=logits: logits_to_freqs(logits))
+                        symbols = pickers[k](t, lambda logits=logits: logits_to_tables(logits))
                     loop.add_scale(symbols.reshape(1, h, w, spec.groups).to(self.device))
                 yield loop.latent(), list(loop.tokens)
 
