@@ -14,7 +14,16 @@ import torch
 from progvc.bench.__main__ import main as bench_main
 from progvc.coders import CODERS
 from progvc.coders.rans import RansCoder, cdfs_16bit
-from progvc.coders.tables import exp_table, ideal_bits, logits_to_freqs, scale_bits
+from progvc.coders.tables import (
+    GRID_MAX_STEPS,
+    GRID_STEP_BITS,
+    exp_table,
+    ideal_bits,
+    logits_to_freqs,
+    logits_to_tables,
+    scale_bits,
+    tables_to_freqs,
+)
 from progvc.errors import BitstreamError
 
 CODER_NAMES = ("range", "rans")
@@ -335,3 +344,77 @@ def test_bench_coders_json(capsys):
             assert row["bits"] <= 1.01 * row["ideal_bits"] + 64
     assert {r["coder"] for r in result["segments"]} == {*CODER_NAMES, "range-untrimmed"}
     assert bench_main(["coders", "--coders", "nope"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# float32 grid tables (the codec's path)
+
+
+def test_grid_tables_are_bit_patterns_linear_in_the_grid_step():
+    logits = 3 * torch.randn(50, 300, generator=torch.Generator().manual_seed(1))
+    tables = logits_to_tables(logits)
+    x = logits.to(torch.float64)
+    j = (16 * x.amax(dim=1, keepdim=True) - 16 * x).floor().clamp(max=GRID_MAX_STEPS).to(torch.int32)
+    assert torch.equal(tables.view(torch.int32), 0x3F800000 - j * GRID_STEP_BITS)
+    assert bool((tables.amax(dim=1) == 1.0).all()) and float(tables.min()) >= math.exp(-21)
+    # within 6 % of exp(-j / 16), and monotone in the logits
+    assert float((tables.double().log() + j / 16).abs().max()) < 0.062
+    order = logits.argsort(dim=1)
+    assert bool((tables.gather(1, order).diff(dim=1) >= 0).all())
+
+
+def test_grid_tables_of_non_finite_logits():
+    logits = torch.tensor([[0.0, float("nan"), float("-inf"), 1.0], [float("inf"), 0.0, 3e38, -3e38]])
+    tables = logits_to_tables(logits)
+    assert bool(torch.isfinite(tables).all()) and bool((tables > 0).all())
+    assert float(tables[0, 3]) == 1.0 and float(tables[1, 0]) == 1.0
+    assert float(tables[0, 1]) == float(tables[0, 2]) == float(tables.min())
+
+
+@pytest.mark.parametrize("name", CODER_NAMES)
+def test_grid_tables_round_trip_in_chunks(name):
+    gen = torch.Generator().manual_seed(2)
+    coder = CODERS.create(name)
+    chunks = []
+    for n, alphabet in ((0, 33), (300, 33), (40, 4096), (1, 2)):
+        tables = logits_to_tables(3 * torch.randn(n, alphabet, generator=gen))
+        symbols = (
+            torch.multinomial(tables.double(), 1, generator=gen).squeeze(1)
+            if n
+            else torch.zeros(0, dtype=torch.int64)
+        )
+        chunks.append((symbols, tables))
+    encoder = coder.encoder()
+    for symbols, tables in chunks:
+        encoder.encode(symbols, tables)
+    decoder = coder.decoder(encoder.finish())
+    for symbols, tables in chunks:
+        assert torch.equal(decoder.decode(tables), symbols)
+    freqs = tables_to_freqs(chunks[2][1])
+    assert int(freqs.min()) >= 1 and int(freqs.sum(dim=1).max()) <= 1 << 30
+
+
+def test_few_ulp_perturbations_of_logits_do_not_change_the_tables():
+    """The codec's logits are float64 (the context model's float64 copy): moving every logit by a
+    few ULPs changes no table entry in a million, and the stream decodes exactly with the moved
+    logits' tables. Float32 logits placed exactly on the grid's boundaries do move, by one grid
+    step (so the encoder and decoder must compute logits along the same path: see the codec)."""
+    gen = torch.Generator().manual_seed(4)
+    logits = 4 * torch.randn(250, 4096, generator=gen, dtype=torch.float64)
+    moved = logits.clone()
+    for _ in range(4):  # four ULPs up in half the entries, down in the others
+        moved = torch.where(
+            torch.arange(4096) % 2 == 0, torch.nextafter(moved, moved + 1), torch.nextafter(moved, moved - 1)
+        )
+    tables, tables_moved = logits_to_tables(logits), logits_to_tables(moved)
+    assert torch.equal(tables.view(torch.int32), tables_moved.view(torch.int32))
+    symbols = torch.multinomial(tables.double(), 1, generator=gen).squeeze(1)
+    coder = CODERS.create("range")
+    assert torch.equal(coder.decode(coder.encode(symbols, tables), tables_moved), symbols)
+    # float32 logits exactly on boundaries (16 * (max - x) an integer): one ULP moves an entry by one step at most
+    x = torch.zeros(1, 64)
+    x[0, 1:] = -torch.arange(1, 64, dtype=torch.float32) / 16
+    below = torch.nextafter(x, x - 1)
+    j = (logits_to_tables(x).view(torch.int32) - 0x3F800000) // -GRID_STEP_BITS
+    j_below = (logits_to_tables(below).view(torch.int32) - 0x3F800000) // -GRID_STEP_BITS
+    assert int((j_below - j).abs().max()) <= 1

@@ -1,28 +1,83 @@
-"""Codec speed: ``python -m progvc.bench speed [--json]``.
+"""Codec speed: ``python -m progvc.bench speed [--breakdown] [--json] [--model M] [--quick]``.
 
 Encode and decode frames per second of :class:`~progvc.codec.Codec` with a model (default: the
-bundled one) on real frames: the held-out ``carphone`` clip at 176x144 and a centre crop of
-``bikes`` at 640x272 (its full size). Encoding includes tokenization, the context model's
-float64 coding path and range coding; decoding the inverse plus pixel decoding, all scales
-received (no synthesis). Median over repeats of wall-clock time.
+bundled one; ``random-mssq``: a random-init model of the new default's shape, whose speed is that
+of the trained one) on real frames: the held-out ``carphone`` clip at 176x144, a centre crop of
+``bigbuckbunny`` at 352x288 and ``bikes`` at 640x272 (its full size). Median over repeats of
+wall-clock time.
+
+With ``--breakdown``, per frame size and torch thread count (1 and 2), the milliseconds per frame
+of every component (CPU time of the process: with 2 threads, the sum over both; ``fps`` is
+from CPU time, ``wall_fps`` from wall time, which a busy machine inflates), for decoding without synthesis (all scales received), decoding with
+synthesis (half the scales received, the rest sampled) and encoding:
+
+* ``context``: the context model's ``step`` (the codec's float64 copy);
+* ``tables``: logits -> tables (:func:`~progvc.coders.tables.logits_to_tables`);
+* ``coder``: the entropy coder's encode / decode / finish calls;
+* ``synthesis``: sampling the scales a stream does not carry;
+* ``prediction``: the prediction loop (context inputs, adding a scale's contribution);
+* ``tokenizer``: the tokenizer's decoder (latents -> pixels) or encoder (pixels -> tokens);
+* ``other``: the rest (stream parsing, conversions, Python).
+
+``raw_coder`` is constriction alone (``RangeEncoder`` / ``RangeDecoder`` with a lazy categorical)
+on the same symbols and tables, and ``tables_coder_vs_raw`` the ratio of ``tables + coder`` to
+it: the cost of progvc's coding path over the bare coder. ``precision`` compares the context
+model in float32 and float64 on the frame's real inputs: milliseconds per frame, and the fraction
+of table entries that differ between 1 and 2 threads (the coder needs 0).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import json
 import statistics
 import sys
 import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
+from unittest import mock
 
+import numpy as np
 import torch
 
 from progvc.codec import Codec
 from progvc.codec.model import CodecModel
 from progvc.io import read_video, sample_clip
 
-#: (label, sample clip) pairs; both clips are used at their native size.
-CLIPS = (("176x144", "carphone"), ("640x272", "bikes"))
+#: (label, sample clip, (height, width) crop or None); every clip but bigbuckbunny at its native size.
+CLIPS = (("176x144", "carphone", None), ("352x288", "bigbuckbunny", (288, 352)), ("640x272", "bikes", None))
+#: components of the breakdown, in report order ("other" is the rest).
+COMPONENTS = ("context", "tables", "coder", "synthesis", "prediction", "tokenizer", "other")
+#: the random-init model of the new default's shape (``--model random-mssq``).
+RANDOM_MSSQ = "random-mssq"
+
+
+def load_model(name: str) -> CodecModel:
+    """The bundled model (``"default"``), a random-init model of the new shape, or a model file."""
+    if name != RANDOM_MSSQ:
+        return CodecModel.load(name)
+    from progvc.context_models import CONTEXT_MODELS
+    from progvc.tokenizers import TOKENIZERS
+
+    torch.manual_seed(0)
+    tokenizer = TOKENIZERS.create("mssq", latent_dim=16, levels=33, downsample=8, width=16, max_width=128)
+    context = CONTEXT_MODELS.create(
+        "var", latent_dim=16, groups=16, alphabet=33, num_scales=8, width=192, depth=4, heads=4
+    )
+    return CodecModel(tokenizer, context, prediction="loops")
+
+
+def load_frames(clip: str, crop: tuple[int, int] | None, count: int) -> np.ndarray:
+    """uint8 ``[count, H, W, 3]`` of a sample clip, centre-cropped to ``crop`` when given."""
+    frames, _ = read_video(sample_clip(clip), max_frames=count)
+    if crop is not None:
+        h, w = crop
+        top, left = (frames.shape[1] - h) // 2, (frames.shape[2] - w) // 2
+        frames = np.ascontiguousarray(frames[:, top : top + h, left : left + w])
+    return frames
 
 
 def time_codec(codec: Codec, frames, repeats: int, gop: int) -> dict[str, float]:
@@ -45,24 +100,286 @@ def time_codec(codec: Codec, frames, repeats: int, gop: int) -> dict[str, float]
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# the breakdown
+
+
+#: the breakdown's clock: CPU time of the process (all its threads), which on a shared machine
+#: measures the codec rather than its neighbours (wall time charges preemptions to whatever runs).
+CLOCK = time.process_time
+
+
+class Timers:
+    """Seconds per component, from wrappers patched around the codec's parts (not nested)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.chunks: list[tuple[np.ndarray, np.ndarray]] = []  # (symbols int32, tables) the coder saw
+        self.inputs: list[tuple[int, Any, torch.Tensor, torch.Tensor | None]] = []  # context-model calls
+
+    def wrap(self, name: str, fn: Callable) -> Callable:
+        def timed(*args, **kwargs):
+            start = CLOCK()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[name] += CLOCK() - start
+
+        return timed
+
+
+@contextlib.contextmanager
+def instrument(codec: Codec, timers: Timers, record: bool = False) -> Iterator[None]:
+    """Patch timing wrappers around the codec's components while the block runs.
+
+    With ``record``, the coder's chunks (symbols and tables) and the context model's inputs are
+    kept for :func:`raw_coder_seconds` and :func:`precision_report`.
+    """
+    from progvc.codec import codec as codec_module
+    from progvc.codec.prediction import PredictionLoop
+    from progvc.coders import CODERS
+    from progvc.coders import tables as tables_module
+
+    coder = CODERS.create(codec.model.coder)
+    enc_cls, dec_cls = type(coder.encoder()), type(coder.decoder(b""))
+    step = codec._context64.step
+
+    def context_step(state, k, cur, prev=None):
+        if record and k == 0:
+            timers.inputs.append((-1, None, cur, prev))  # a frame starts
+        if record:
+            timers.inputs.append((k, None, cur.clone(), None if prev is None else prev.clone()))
+        return step(state, k, cur, prev)
+
+    def encode(self, symbols, freqs, _encode=enc_cls.encode):
+        if record:
+            timers.chunks.append((symbols.to(torch.int32).numpy().copy(), freqs.numpy().copy()))
+        return _encode(self, symbols, freqs)
+
+    with contextlib.ExitStack() as stack:
+        patch = stack.enter_context
+        patch(mock.patch.object(codec._context64, "step", timers.wrap("context", context_step)))
+        patch(mock.patch.object(codec, "_pixels", timers.wrap("tokenizer", codec._pixels)))
+        patch(mock.patch.object(codec, "_code_frames", timers.wrap("tokenizer", codec._code_frames)))
+        patch(
+            mock.patch.object(
+                tables_module, "logits_to_tables", timers.wrap("tables", tables_module.logits_to_tables)
+            )
+        )
+        patch(
+            mock.patch.object(codec_module, "pick_tokens", timers.wrap("synthesis", codec_module.pick_tokens))
+        )
+        patch(mock.patch.object(PredictionLoop, "inputs", timers.wrap("prediction", PredictionLoop.inputs)))
+        patch(
+            mock.patch.object(
+                PredictionLoop, "add_scale", timers.wrap("prediction", PredictionLoop.add_scale)
+            )
+        )
+        patch(mock.patch.object(enc_cls, "encode", timers.wrap("coder", encode)))
+        patch(mock.patch.object(enc_cls, "finish", timers.wrap("coder", enc_cls.finish)))
+        patch(mock.patch.object(dec_cls, "decode", timers.wrap("coder", dec_cls.decode)))
+        yield
+
+
+def raw_coder_seconds(chunks: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
+    """``(encode, decode)`` seconds of constriction alone on the chunks (float tables, one call each)."""
+    import constriction
+
+    family = constriction.stream.model.Categorical(perfect=False)
+    start = CLOCK()
+    encoder = constriction.stream.queue.RangeEncoder()
+    for symbols, tables in chunks:
+        encoder.encode(symbols, family, tables)
+    words = encoder.get_compressed()
+    middle = CLOCK()
+    decoder = constriction.stream.queue.RangeDecoder(words)
+    for _, tables in chunks:
+        decoder.decode(family, tables)
+    return middle - start, CLOCK() - middle
+
+
+def _run(
+    codec: Codec, frames: np.ndarray, action: Callable[[], Any], record: bool = False
+) -> tuple[dict, Timers]:
+    """Milliseconds per frame of each component of ``action()``, and its timers."""
+    timers = Timers()
+    with instrument(codec, timers, record):
+        start, wall = CLOCK(), time.perf_counter()
+        action()
+        total, wall = CLOCK() - start, time.perf_counter() - wall
+    n = frames.shape[0]
+    ms = {name: 1e3 * timers.seconds.get(name, 0.0) / n for name in COMPONENTS[:-1]}
+    ms["other"] = max(0.0, 1e3 * total / n - sum(ms.values()))
+    return {
+        "ms_per_frame": {k: round(v, 3) for k, v in ms.items()},
+        "total_ms": round(1e3 * total / n, 3),
+        "fps": round(n / total, 3),
+    }, timers
+
+
+def breakdown(codec: Codec, frames: np.ndarray, repeats: int) -> dict[str, Any]:
+    """The breakdown of encoding and decoding ``frames`` (one GOP), the run with the median total of ``repeats``."""
+    gop = frames.shape[0]
+    data = codec.compress(frames, gop=gop)  # warm-up
+    half = max(1, codec.spec.num_scales // 2)
+    truncated = codec.truncate(data, half)
+    actions = {
+        "decode": lambda: codec.decompress(data, synthesis="none"),
+        "decode_synthesis": lambda: codec.decompress(truncated, synthesis="sample"),
+        "encode": lambda: codec.compress(frames, gop=gop),
+    }
+    out: dict[str, Any] = {}
+    for name, action in actions.items():
+        runs = sorted(
+            (_run(codec, frames, action, record=name == "encode") for _ in range(repeats)),
+            key=lambda r: r[0]["total_ms"],
+        )
+        row, timers = runs[len(runs) // 2]
+        if name == "encode":
+            _, timers = runs[0] if runs[0][1].chunks else runs[len(runs) // 2]
+            enc, dec = raw_coder_seconds(timers.chunks)
+            n = frames.shape[0]
+            symbols = sum(len(s) for s, _ in timers.chunks)
+            out["raw_coder"] = {
+                "symbols_per_frame": symbols // n,
+                "alphabet": int(timers.chunks[0][1].shape[1]) if timers.chunks else 0,
+                "encode_ms_per_frame": round(1e3 * enc / n, 3),
+                "decode_ms_per_frame": round(1e3 * dec / n, 3),
+            }
+            out["precision"] = precision_report(codec, timers.inputs, n)
+        out[name] = row
+    for name, raw in (("decode", "decode_ms_per_frame"), ("encode", "encode_ms_per_frame")):
+        ms = out[name]["ms_per_frame"]
+        out[name]["tables_coder_vs_raw"] = round(
+            (ms["tables"] + ms["coder"]) / max(out["raw_coder"][raw], 1e-9), 3
+        )
+    out["bpp"] = codec.inspect(data).bpp()
+    return out
+
+
+def precision_report(codec: Codec, inputs: list, num_frames: int) -> dict[str, Any]:
+    """The context model in float32 vs float64 on recorded inputs: ms per frame and table mismatches across thread counts."""
+    from progvc.coders.tables import logits_to_tables
+
+    model32 = copy.deepcopy(codec.model.context_model).float().eval()
+    report: dict[str, Any] = {}
+    before = torch.get_num_threads()
+    for label, model, dtype in (
+        ("float64", codec._context64, torch.float64),
+        ("float32", model32, torch.float32),
+    ):
+        tables = {}
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            out, seconds = [], 0.0
+            with torch.inference_mode():
+                for k, _, cur, prev in inputs:
+                    if k < 0:
+                        state = model.init_state(1)
+                        continue
+                    start = CLOCK()
+                    logits = model.step(state, k, cur.to(dtype), None if prev is None else prev.to(dtype))
+                    seconds += CLOCK() - start
+                    out.append(logits_to_tables(logits.reshape(-1, logits.shape[-1])))
+            tables[threads] = torch.cat(out) if out else torch.empty(0)
+            if threads == 1:
+                report[f"{label}_ms_per_frame"] = round(1e3 * seconds / num_frames, 3)
+        diff = (tables[1].view(torch.int32) != tables[2].view(torch.int32)).sum()
+        report[f"{label}_table_entries_differing_1_vs_2_threads"] = int(diff)
+    torch.set_num_threads(before)
+    report["table_entries"] = int(tables[1].numel())
+    return report
+
+
+def run_breakdown(model: CodecModel, sizes, threads, frames_per_run: int, repeats: int) -> list[dict]:
+    """One row per (size, thread count)."""
+    rows = []
+    before = torch.get_num_threads()
+    try:
+        for label, clip, crop in sizes:
+            frames = load_frames(clip, crop, frames_per_run)
+            for n in threads:
+                torch.set_num_threads(n)
+                codec = Codec(model, progress=False)
+                row = breakdown(codec, frames, repeats)
+                rows.append({"size": label, "threads": n, "frames": frames_per_run, **row})
+    finally:
+        torch.set_num_threads(before)
+    return rows
+
+
+def format_breakdown(rows: list[dict]) -> str:
+    """A readable table of :func:`run_breakdown` rows."""
+    head = (
+        f"{'size':<8} {'thr':>3} {'mode':<16} "
+        + " ".join(f"{c:>10}" for c in COMPONENTS)
+        + f" {'total':>9} {'fps':>7} {'vs raw':>7}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        for mode in ("decode", "decode_synthesis", "encode"):
+            m = r[mode]
+            ratio = m.get("tables_coder_vs_raw")
+            lines.append(
+                f"{r['size']:<8} {r['threads']:>3} {mode:<16} "
+                + " ".join(f"{m['ms_per_frame'][c]:>10.2f}" for c in COMPONENTS)
+                + f" {m['total_ms']:>9.2f} {m['fps']:>7.2f} {'-' if ratio is None else f'{ratio:.2f}x':>7}"
+            )
+        raw, p = r["raw_coder"], r["precision"]
+        lines.append(
+            f"{'':<8} {'':>3} raw coder: {raw['symbols_per_frame']} symbols/frame of {raw['alphabet']}, "
+            f"{raw['encode_ms_per_frame']:.2f} ms enc / {raw['decode_ms_per_frame']:.2f} ms dec per frame; "
+            f"context float64 {p['float64_ms_per_frame']:.1f} ms vs float32 {p['float32_ms_per_frame']:.1f} ms, "
+            f"entries differing 1 vs 2 threads: float64 {p['float64_table_entries_differing_1_vs_2_threads']}, "
+            f"float32 {p['float32_table_entries_differing_1_vs_2_threads']} of {p['table_entries']}"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m progvc.bench speed", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default", help="model file, Lightning checkpoint or 'default'")
-    parser.add_argument("--frames", type=int, default=8, help="frames per run (default 8)")
+    parser.add_argument(
+        "--model", default="default", help=f"model file, Lightning checkpoint, 'default' or '{RANDOM_MSSQ}'"
+    )
+    parser.add_argument("--frames", type=int, default=8, help="frames per run, one GOP (default 8)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: 2; with --breakdown: 1 and 2)"
+    )
+    parser.add_argument(
+        "--breakdown", action="store_true", help="ms per frame of every component (see the module doc)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="176x144 only, 2 frames, 1 repeat, 1 thread (a smoke test)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    codec = Codec(CodecModel.load(args.model), progress=False)
+    sizes = CLIPS
+    if args.quick:
+        sizes, args.frames, args.repeats = CLIPS[:1], 2, 1
+        args.threads = args.threads or 1
+    model = load_model(args.model)
+    if args.breakdown:
+        threads = (args.threads,) if args.threads else (1, 2)
+        rows = run_breakdown(model, sizes, threads, args.frames, args.repeats)
+        if args.json:
+            print(json.dumps({"model": args.model, "breakdown": rows}, indent=2))
+        else:
+            print(format_breakdown(rows))
+        return 0
+    threads = args.threads or 2
+    torch.set_num_threads(threads)
+    codec = Codec(model, progress=False)
     rows = []
-    for label, clip in CLIPS:
-        frames, _ = read_video(sample_clip(clip), max_frames=args.frames)
-        rows.append({"size": label, "frames": args.frames, **time_codec(codec, frames, args.repeats, args.frames)})
+    for label, clip, crop in sizes:
+        frames = load_frames(clip, crop, args.frames)
+        rows.append(
+            {"size": label, "frames": args.frames, **time_codec(codec, frames, args.repeats, args.frames)}
+        )
     if args.json:
-        print(json.dumps({"threads": args.threads, "speed": rows}, indent=2))
+        print(json.dumps({"threads": threads, "speed": rows}, indent=2))
     else:
-        print(f"{'size':<9} {'encode fps':>10} {'decode fps':>10} {'bpp':>8}   ({args.threads} threads)")
+        print(f"{'size':<9} {'encode fps':>10} {'decode fps':>10} {'bpp':>8}   ({threads} threads)")
         for r in rows:
             print(f"{r['size']:<9} {r['encode_fps']:>10.2f} {r['decode_fps']:>10.2f} {r['bpp']:>8.4f}")
     return 0

@@ -25,6 +25,7 @@ from __future__ import annotations
 import decimal
 import functools
 import math
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -130,8 +131,8 @@ def logits_to_tables(logits: Tensor, out: Tensor | None = None) -> Tensor:
     """Float32 **grid tables** from logits: the fast deterministic path (about 5 passes over the data).
 
     Per row, ``j = min(GRID_MAX_STEPS, floor(16 * max - 16 * x))`` is the distance below the row
-    maximum in grid steps of 1/16 nat, exactly as :func:`logits_to_freqs` quantizes it (the
-    products by 16 are exact and the one subtraction is correctly rounded, so a fused or unfused,
+    maximum in grid steps of 1/16 nat, computed in float32 (other dtypes are rounded to float32
+    first, a deterministic step) as :func:`logits_to_freqs` quantizes it (the products by 16 are exact and the one subtraction is correctly rounded, so a fused or unfused,
     vectorized or scalar kernel gives the same ``j`` on any thread count). The table entry is the
     float32 whose bit pattern is ``bits(1.0) - j * GRID_STEP_BITS``: an integer operation, so
     there is no ``exp`` and no lookup, and the value is within 6 % of ``exp(-j / 16)`` (Mitchell's
@@ -155,9 +156,9 @@ def logits_to_tables(logits: Tensor, out: Tensor | None = None) -> Tensor:
         raise ValueError(f"logits must have shape [..., A] with A >= 1, got {tuple(logits.shape)}")
     a = logits.shape[-1]
     flat = logits.detach().reshape(-1, a).cpu()
-    work = torch.float64 if flat.dtype == torch.float64 else torch.float32
-    if flat.dtype != work:
-        flat = flat.to(work)
+    work = (
+        torch.float32
+    )  # float64 logits are rounded to float32 first: several times faster, as deterministic
     if out is None:
         out = torch.empty(logits.shape, dtype=torch.float32)
     elif out.shape != logits.shape or out.dtype != torch.float32 or not out.is_contiguous():
@@ -165,14 +166,13 @@ def logits_to_tables(logits: Tensor, out: Tensor | None = None) -> Tensor:
     bits = out.view(-1, a).view(torch.int32)
     one = torch.tensor(_ONE_BITS, dtype=torch.int32)
     limit = torch.finfo(work).max / 64
-    d = torch.empty(0, dtype=work)
-    j = torch.empty(0, dtype=torch.int32)
+    size = min(flat.numel(), max(a, BLOCK_ELEMENTS // a * a))
+    d, j, x = _scratch(size)
     for rows in row_blocks(flat.shape[0], a):
         n = rows.stop - rows.start
-        if d.shape[0] < n:
-            d = torch.empty(n, a, dtype=work)
-            j = torch.empty(n, a, dtype=torch.int32)
-        db, jb, xb = d[:n], j[:n], flat[rows]
+        db, jb, xb = d[: n * a].view(n, a), j[: n * a].view(n, a), flat[rows]
+        if xb.dtype != work:
+            xb = x[: n * a].view(n, a).copy_(xb)
         top = xb.amax(dim=-1, keepdim=True)
         if not bool(top.abs().max() < limit):  # NaN, inf or huge logits: make every value finite first
             xb = torch.nan_to_num(xb, nan=-limit, posinf=limit, neginf=-limit).clamp_(-limit, limit)
@@ -182,6 +182,19 @@ def logits_to_tables(logits: Tensor, out: Tensor | None = None) -> Tensor:
         jb.copy_(db)  # truncation: floor, the values being >= 0
         torch.add(one, jb, alpha=-GRID_STEP_BITS, out=bits[rows])
     return out
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(elements: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-thread float32, int32 and float32 buffers of at least ``elements`` entries, reused across
+    calls (fresh buffers cost page faults: several times the arithmetic for a codec-sized table)."""
+    have = getattr(_SCRATCH, "buffers", None)
+    if have is None or have[0].numel() < elements:
+        have = (torch.empty(elements), torch.empty(elements, dtype=torch.int32), torch.empty(elements))
+        _SCRATCH.buffers = have
+    return have
 
 
 def tables_to_freqs(tables: Tensor) -> Tensor:

@@ -1,0 +1,27 @@
+"""The speed benchmark's breakdown (``python -m progvc.bench speed --breakdown --quick --json``)."""
+
+from __future__ import annotations
+
+import json
+
+from _tiny_codec import tiny_model
+
+from progvc.bench.__main__ import main as bench_main
+from progvc.bench.speed import COMPONENTS
+
+
+def test_speed_breakdown_quick_json(tmp_path, capsys):
+    tiny_model("mssq", prediction="loops").save(tmp_path / "m.pt")
+    assert bench_main(["speed", "--breakdown", "--quick", "--json", "--model", str(tmp_path / "m.pt")]) == 0
+    rows = json.loads(capsys.readouterr().out)["breakdown"]
+    assert [(r["size"], r["threads"]) for r in rows] == [("176x144", 1)]
+    row = rows[0]
+    for mode in ("decode", "decode_synthesis", "encode"):
+        ms = row[mode]["ms_per_frame"]
+        assert set(ms) == set(COMPONENTS) and min(ms.values()) >= 0 and row[mode]["fps"] > 0
+        assert abs(sum(ms.values()) - row[mode]["total_ms"]) < 0.01 * row[mode]["total_ms"] + 0.01
+    assert (
+        row["decode"]["ms_per_frame"]["synthesis"] == 0 < row["decode_synthesis"]["ms_per_frame"]["synthesis"]
+    )
+    assert row["raw_coder"]["symbols_per_frame"] > 0 and row["decode"]["tables_coder_vs_raw"] > 0
+    assert row["precision"]["float64_table_entries_differing_1_vs_2_threads"] == 0
