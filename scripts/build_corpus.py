@@ -216,7 +216,8 @@ def main() -> None:
             root = apt_fetch(package, debs, unpacked)
             for p in wallpaper_candidates(package, root):
                 if natural_image(p)[0]:
-                    add(p, package, "image", f"{package}__{p.parent.name}__{p.name}")
+                    rel = p.relative_to(root).parts[3:]  # below usr/share/<backgrounds|wallpapers>
+                    add(p, package, "image", "__".join((package, *rel)))
                 else:
                     rejected[package] = rejected.get(package, 0) + 1
 
