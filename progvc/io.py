@@ -126,6 +126,8 @@ def probe_video(path: str | Path) -> VideoInfo:
         files = _image_files(path)
         first = _read_image(files[0])
         return VideoInfo(first.shape[1], first.shape[0], IMAGE_FOLDER_FPS, len(files))
+    if path.is_file() and path.stat().st_size == 0:
+        raise VideoReadError(f"{path}: empty file, not a readable video")
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -155,7 +157,8 @@ def _open(path: Path):
 
 
 def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = getattr(exc, "strerror", None) or str(exc)  # FFmpeg's message, without errno and path
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def iter_video(

@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from progvc.codec import bitstream
-from progvc.codec.bitstream import MAGIC, VERSION, crc16, varint
+from progvc.codec.bitstream import MAGIC, VERSION, crc16
+from progvc.codec.bitstream import varint as _varint
 from progvc.codec.limits import DecodeLimits
 from progvc.codec.synthesis import SYNTHESIS_MODES, TEMPERATURE_UNIT
 from progvc.errors import ProgvcError
@@ -136,6 +137,10 @@ class RawStream:
 
     def to_bytes(self) -> bytes:
         """Serialize with a valid header CRC and valid segment CRCs (at each segment's position)."""
+
+        def varint(value: int) -> bytes:  # stacked mutations may overflow the 5-byte varint
+            return _varint(max(0, min(value, _MAX_VARINT)))
+
         body = b"".join(
             [
                 self.magic,
@@ -584,7 +589,15 @@ def fuzz(
     for i in range(start, start + cases):
         rng = random.Random(f"{seed}:{i}")
         base = rng.choice(pool)
-        data, done = mutate(base, rng, pool)
+        try:
+            data, done = mutate(base, rng, pool)
+        except Exception as exc:  # noqa: BLE001 - a bug of the fuzzer itself: report it, keep going
+            report.cases += 1
+            report.crashes += 1
+            report.failures.append(
+                {"case": i, "outcome": "fuzzer error", "mutations": [], "detail": repr(exc)}
+            )
+            continue
         report.mutations.update(d.split("=")[0].split("[")[0].split("(")[0] for d in done)
         t0 = time.perf_counter()
         outcome, detail = "decode", ""

@@ -24,13 +24,15 @@ from torch import Tensor, nn
 
 from progvc.coders import CODERS, EntropyCoder
 from progvc.context_models import CONTEXT_MODELS, ContextModel
-from progvc.errors import ConfigError, WeightsNotFoundError
+from progvc.errors import ConfigError, ProgvcError, WeightsNotFoundError
 from progvc.tokenizers import TOKENIZERS, Tokenizer
 
 MODEL_FORMAT = "progvc-model"
 MODEL_VERSION = 1
 #: the packaged default model, trained by the maintainers.
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "default.pt"
+#: largest model file :meth:`CodecModel.load` reads (the default model is 11 MB).
+MAX_MODEL_BYTES = 8 << 30
 #: prefixes of the state-dict keys that belong to the codec (a checkpoint may hold more).
 _PREFIXES = ("tokenizer.", "context_model.")
 
@@ -98,8 +100,11 @@ class CodecModel(nn.Module):
         try:
             tokenizer = TOKENIZERS.from_config(config["tokenizer"])
             context_model = CONTEXT_MODELS.from_config(config["context_model"])
-        except (KeyError, TypeError) as exc:
-            raise ModelLoadError(f"malformed model config ({type(exc).__name__}: {exc})") from None
+        except ProgvcError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise ModelLoadError(f"malformed model config ({type(exc).__name__}: {first})") from None
         prediction = config.get("prediction", "intra")
         if prediction not in ("intra", "loops"):
             raise ModelLoadError(f"malformed model config (unknown prediction {prediction!r})")
@@ -145,6 +150,8 @@ class CodecModel(nn.Module):
         model file or its weights do not fit its config.
         """
         path = DEFAULT_WEIGHTS if str(source) == "default" else Path(source)
+        if path.is_dir():
+            raise ModelLoadError(f"{path}: is a folder, not a model file")
         if not path.is_file():
             if str(source) == "default":
                 raise WeightsNotFoundError(
@@ -242,11 +249,52 @@ class CodecModel(nn.Module):
 
 
 def _torch_load(path: Path, map_location: str | torch.device) -> Any:
+    """``torch.load(weights_only=True)`` of a file that is not too large and whose zip checksums hold."""
+    import pickle
+    import zipfile
+
+    size = path.stat().st_size
+    if size > MAX_MODEL_BYTES:
+        raise ModelLoadError(
+            f"{path}: {size / 2**30:.1f} GiB is over the {MAX_MODEL_BYTES / 2**30:.0f} GiB limit for a model file"
+        )
+    if size == 0:
+        raise ModelLoadError(f"{path}: empty file, not a model file")
+    with open(path, "rb") as fh:
+        zip_magic = fh.read(4) == b"PK\x03\x04"
+    if zip_magic and not zipfile.is_zipfile(path):
+        raise ModelLoadError(f"{path}: truncated or corrupt model file (its zip directory is missing)")
+    if zip_magic:  # torch's format: check every record's CRC, which torch.load does not
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+            raise ModelLoadError(f"{path}: corrupt model file ({exc})") from None
+        if bad is not None:
+            raise ModelLoadError(f"{path}: corrupt model file (checksum mismatch in {bad})")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "weights only load failed" in text.lower():
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            detail = next((ln for ln in lines if "GLOBAL" in ln or ln.startswith("Unsupported")), lines[-1])
+            raise ModelLoadError(
+                f"{path}: refused by the safe loader (weights_only=True: {detail[:160]}); a model file holds "
+                "tensors and plain data only, and loading anything else could run code"
+            ) from None
+        raise ModelLoadError(
+            f"{path}: cannot load safely with weights_only=True ({_first_line(exc)})"
+        ) from None
     except Exception as exc:  # the unpickler raises many types on foreign or corrupt files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{path}: cannot load safely with weights_only=True ({first})") from None
+        raise ModelLoadError(
+            f"{path}: cannot load safely with weights_only=True ({_first_line(exc)})"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _find_components(doc: Any) -> dict[str, Any] | None:
