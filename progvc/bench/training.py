@@ -12,6 +12,14 @@ process's peak resident set, which includes the decoded training data), and how 
 recipe's ``trainer.max_steps`` would take at that pace. Any other argument is passed to the CLI
 as an override (``--data.batch_size=4``, ``--model.compile=true``). ``--json`` prints one JSON
 object instead of the sentence, so that a GPU run can be sized before it starts.
+
+``--fit --seconds S --report FILE`` instead trains the recipe for real (its loggers, checkpoints
+and validation) within a wall-clock budget: after a few steps the pace is measured and
+``trainer.max_steps`` -- with it the end of the cosine learning-rate schedule -- is set to the
+steps that fit in the rest of the budget (re-estimated every ``--probe`` steps); the budget also
+stops training outright. It then saves ``<default_root_dir>/checkpoints/final.ckpt``, validates,
+and writes the throughput and the validation metrics to FILE (JSON). ``scripts/device_train.sh``
+runs both stages of ``recipes/large.yaml`` this way.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -57,13 +66,99 @@ class StepTimer(Callback):
         self.cpu.append(time.process_time() - self._start[1])
 
 
+class TimeBudget(Callback):
+    """Fits training into ``seconds`` of wall-clock time from the first training batch (compilation included).
+
+    Every ``probe`` steps (the first after ``skip`` steps, which absorb compilation and warm-up)
+    the median pace of the recent steps gives how many more steps fit in the remaining time;
+    ``trainer.max_steps`` and the ``total`` of every :class:`~progvc.training.module.WarmupCosine`
+    schedule are set to that, so the learning rate still decays to its floor at the end.
+    Training also stops once the budget is spent.
+    """
+
+    def __init__(self, seconds: float, probe: int = 50, skip: int = 5, margin: float = 0.97) -> None:
+        self.seconds, self.probe, self.skip, self.margin = float(seconds), probe, skip, margin
+        self.start: float | None = None
+        self.times: list[float] = []
+        self.planned: int | None = None
+        self.recipe_steps = -1
+        self._t = 0.0
+
+    def elapsed(self) -> float:
+        """Seconds since the first training batch started."""
+        return 0.0 if self.start is None else time.perf_counter() - self.start
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.recipe_steps = trainer.max_steps
+
+    def on_train_batch_start(self, trainer, pl_module, *args) -> None:
+        if self.start is None:
+            self.start = time.perf_counter()
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        self.times.append(time.perf_counter() - self._t)
+        measured = len(self.times) - self.skip
+        if measured == 3 or (measured > 0 and measured % self.probe == 0):
+            self._replan(trainer)
+        if self.elapsed() >= self.seconds:
+            trainer.should_stop = True
+
+    def _replan(self, trainer) -> None:
+        from progvc.training.module import WarmupCosine
+
+        pace = statistics.median(self.times[self.skip :][-self.probe :])
+        remaining = self.seconds - self.elapsed()
+        total = trainer.global_step + max(1, int(self.margin * remaining / pace))
+        if self.recipe_steps > 0:
+            total = min(total, self.recipe_steps)
+        trainer.fit_loop.epoch_loop.max_steps = total
+        for config in trainer.lr_scheduler_configs:
+            for fn in getattr(config.scheduler, "lr_lambdas", []):
+                if isinstance(fn, WarmupCosine):
+                    fn.total = total
+        self.planned = total
+
+
 def peak_rss_mib() -> float:
     """Peak resident set size of this process in MiB (Linux reports ``ru_maxrss`` in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def throughput(wall: Sequence[float], cpu: Sequence[float], cli) -> dict[str, Any]:
+    """Steps/s, samples/s, frames/s (at the median step time) and peak memory of a fitted ``ProgVCCLI``."""
+    trainer, data, device = cli.trainer, cli.datamodule, cli.model.device
+    wall_s = statistics.median(wall)
+    samples = data.batch_size * trainer.world_size
+    if device.type == "cuda":
+        peak, peak_kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+        name = torch.cuda.get_device_name(device)
+    else:
+        peak, peak_kind, name = peak_rss_mib(), "process_peak_rss", "cpu"
+    return {
+        "device": device.type,
+        "device_name": name,
+        "world_size": trainer.world_size,
+        "precision": str(trainer.precision),
+        "compile": bool(cli.model.hparams.get("compile", False)),
+        "threads": torch.get_num_threads(),
+        "batch_size": data.batch_size,
+        "clip_len": data.clip_len,
+        "steps": len(wall),
+        "wall_s": wall_s,
+        "cpu_s": statistics.median(cpu),
+        "steps_per_s": 1.0 / wall_s,
+        "samples_per_s": samples / wall_s,
+        "frames_per_s": samples * data.clip_len / wall_s,
+        "peak_memory_mib": peak,
+        "peak_memory_kind": peak_kind,
+    }
+
+
 def measure(config: str, steps: int = 10, warmup: int = 2, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Throughput of a recipe: median step times, steps/s, samples/s, frames/s, peak memory, device."""
+    """Throughput of a recipe (:func:`throughput` of ``steps`` steps after ``warmup``), and its ``max_steps``."""
     from progvc.training.cli import ProgVCCLI
 
     if steps < 1 or warmup < 0:
@@ -83,37 +178,47 @@ def measure(config: str, steps: int = 10, warmup: int = 2, overrides: Sequence[s
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         cli.trainer.fit(cli.model, cli.datamodule)
-        device = cli.model.device
-        world = cli.trainer.world_size
-        data = cli.datamodule
-    wall, cpu = timer.wall[warmup:], timer.cpu[warmup:]
-    wall_s = statistics.median(wall)
-    samples = data.batch_size * world
-    if device.type == "cuda":
-        peak, peak_kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
-        name = torch.cuda.get_device_name(device)
-    else:
-        peak, peak_kind, name = peak_rss_mib(), "process_peak_rss", "cpu"
-    return {
-        "config": str(config),
-        "device": device.type,
-        "device_name": name,
-        "world_size": world,
-        "precision": str(cli.trainer.precision),
-        "threads": torch.get_num_threads(),
-        "batch_size": data.batch_size,
-        "clip_len": data.clip_len,
-        "steps": steps,
-        "wall_s": wall_s,
-        "cpu_s": statistics.median(cpu),
-        "steps_per_s": 1.0 / wall_s,
-        "samples_per_s": samples / wall_s,
-        "frames_per_s": samples * data.clip_len / wall_s,
-        "peak_memory_mib": peak,
-        "peak_memory_kind": peak_kind,
-        "max_steps": max_steps,
-        "max_steps_hours": wall_s * max_steps / 3600 if max_steps and max_steps > 0 else None,
-    }
+    res = {"config": str(config), **throughput(timer.wall[warmup:], timer.cpu[warmup:], cli)}
+    res["max_steps"] = max_steps
+    res["max_steps_hours"] = res["wall_s"] * max_steps / 3600 if max_steps and max_steps > 0 else None
+    return res
+
+
+def fit_within(config: str, seconds: float, overrides: Sequence[str] = (), probe: int = 50) -> dict[str, Any]:
+    """Train a recipe for real within ``seconds`` (:class:`TimeBudget`), save ``final.ckpt``, validate.
+
+    Returns the throughput of the run's steps (the first ``TimeBudget.skip`` left out, they hold
+    the compilation), the steps done, the seconds spent (training, validation) and the validation
+    metrics of the final weights.
+    """
+    from progvc.training.cli import ProgVCCLI
+
+    cli = ProgVCCLI(args=[f"--config={config}", *overrides], run=False)
+    timer, budget = StepTimer(), TimeBudget(seconds, probe=probe)
+    cli.trainer.callbacks += [timer, budget]
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    cli.trainer.fit(cli.model, cli.datamodule)
+    fit_s = time.perf_counter() - start
+    final = Path(cli.trainer.checkpoint_callback.dirpath) / "final.ckpt"
+    cli.trainer.save_checkpoint(final)
+    start = time.perf_counter()
+    metrics = cli.trainer.validate(cli.model, cli.datamodule, verbose=False)
+    val_s = time.perf_counter() - start
+    skip = min(budget.skip, max(0, len(timer.wall) - 1))
+    res = {"config": str(config), **throughput(timer.wall[skip:], timer.cpu[skip:], cli)}
+    res.update(
+        steps=int(cli.trainer.global_step),
+        budget_s=seconds,
+        fit_s=fit_s,
+        train_s=budget.elapsed(),
+        first_steps_s=sum(timer.wall[:skip]),
+        validate_s=val_s,
+        checkpoint=str(final),
+        validation={k: float(v) for k, v in (metrics[0] if metrics else {}).items()},
+    )
+    return res
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,7 +229,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed steps (after --warmup untimed ones)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--fit", action="store_true", help="train for real within --seconds (see above)")
+    parser.add_argument("--seconds", type=float, default=600.0, help="--fit: wall-clock budget of training")
+    parser.add_argument("--probe", type=int, default=50, help="--fit: re-plan the steps every N steps")
+    parser.add_argument("--report", help="--fit: also write the JSON report to this file")
     args, overrides = parser.parse_known_args(argv)
+    if args.fit:
+        res = fit_within(args.config, args.seconds, overrides, probe=args.probe)
+        text = json.dumps(res, indent=1)
+        if args.report:
+            Path(args.report).write_text(text + "\n")
+        print(text)
+        return 0
     res = measure(args.config, args.steps, args.warmup, overrides)
     if args.json:
         print(json.dumps(res, indent=1))
