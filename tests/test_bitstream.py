@@ -105,7 +105,7 @@ def test_header_refuses_bad_values_on_write():
     "mutate, match",
     [
         (lambda b: b"XGVC" + b[4:], "bad magic"),
-        (lambda b: b[:4] + b"\x02" + b[5:], "format version 2 is not supported"),
+        (lambda b: b[:4] + b"\x01" + b[5:], "format version 1 is not supported"),
         (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "header checksum"),
         (lambda b: reseal(b[:-2].replace(b"range", b"RANGE")), "coder name"),
     ],

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from progvc.codec.limits import DecodeLimits
 
 MAGIC = b"PGVC"
-VERSION = 1
+VERSION = 2
 FINGERPRINT_BYTES = 8
 MAX_FRAMES = 2**31 - 1
 MAX_GOP = 1024

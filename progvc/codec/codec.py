@@ -9,7 +9,7 @@ tables): for every GOP, for every frame ``t`` of the GOP, for every scale ``k``:
 * ``logits = context_model.step(state_t, k, cur_k, prev_k)`` on a float64 copy of the context
   model, with latents from a float64 copy of the tokenizer (so that thread counts and batch
   shapes change the logits by ~1e-16 at most, far below the table resolution);
-* ``freqs = logits_to_freqs(logits)`` and the frame's scale-``k`` symbols go into (or come out
+* ``tables = logits_to_tables(logits)`` (:mod:`progvc.coders.tables`) and the frame's scale-``k`` symbols go into (or come out
   of) the GOP's scale-``k`` segment, one chunk per frame.
 
 Segment ``k`` holds the frames' chunks in order, so the encoder and the decoder keep one coder
