@@ -66,9 +66,15 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_truncate)
 
-    p = subparsers.add_parser("info", help="describe a .pgv stream (no model needed)")
+    p = subparsers.add_parser("info", help="describe a .pgv stream (no model needed, except with --frames)")
     p.add_argument("input", help="stream (.pgv)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument(
+        "--frames",
+        action="store_true",
+        help="also decode with the model and give every frame's GOP, position and bits per scale",
+    )
+    _model_args(p)
     p.set_defaults(func=_info)
 
 
@@ -227,13 +233,39 @@ def _truncate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _frames_table(frames: list[dict]) -> str:
+    """A readable table of :meth:`Codec.frame_bits`: one row per frame, bits per scale and in all."""
+    scales = max((len(f["bits"]) for f in frames), default=0)
+    head = f"{'frame':>6s} {'gop':>4s} {'pos':>4s} " + " ".join(
+        f"{'k=' + str(k + 1):>8s}" for k in range(scales)
+    )
+    rows = [head + f" {'total':>9s}"]
+    for f in frames:
+        bits = " ".join(f"{b:8.0f}" for b in f["bits"])
+        rows.append(f"{f['index']:6d} {f['gop']:4d} {f['position']:4d} {bits} {sum(f['bits']):9.0f}")
+    first = [sum(f["bits"]) for f in frames if f["position"] == 0]
+    rest = [sum(f["bits"]) for f in frames if f["position"] > 0]
+    if first and rest:
+        ratio = (sum(rest) / len(rest)) / max(sum(first) / len(first), 1e-9)
+        rows.append(
+            f"mean bits: first frame of a GOP {sum(first) / len(first):.0f}, others {sum(rest) / len(rest):.0f} ({ratio:.3f}x)"
+        )
+    return "\n".join(rows)
+
+
 def _info(args: argparse.Namespace) -> int:
     from progvc.codec import inspect
 
-    info = inspect(_read_stream(args.input))
+    data = _read_stream(args.input)
+    info = inspect(data)
     d = info.to_dict()
+    if args.frames:
+        d["frames"] = _load_codec(args).frame_bits(data)
     if args.json:
         print(json.dumps(d, indent=2))
+        return 0
+    if args.frames:
+        print(_frames_table(d["frames"]))
         return 0
     syn = d["synthesis"]
     lines = [
