@@ -72,7 +72,6 @@ else
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
-python3 -c "import torch, progvc; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), '| progvc', progvc.__version__)"
 
 # ---------------------------------------------------------------- 2. overrides of each stage
 # prints one CLI override a line: the data of the stage (mapped into the pack), and the smoke model
@@ -120,7 +119,7 @@ if smoke:
         "--model.context_model.init_args.heads=2",
         "--data.crop=64", "--data.batch_size=2", "--data.num_workers=0", "--data.max_frames_per_video=12",
         "--data.val_clips=2", "--trainer.limit_val_batches=2", "--trainer.val_check_interval=1000",
-        "--trainer.log_every_n_steps=5",
+        "--trainer.log_every_n_steps=5", "--trainer.num_sanity_val_steps=0",
     ]
 print("\n".join(args))
 EOF
