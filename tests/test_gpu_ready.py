@@ -237,7 +237,8 @@ def test_device_train_smoke_mode_exports_a_model_that_compresses(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, env=SMOKE_ENV, timeout=600, cwd=REPO)
     assert res.returncode == 0, (res.stdout[-2000:], res.stderr[-4000:])
     report = json.loads((out / "report.json").read_text())
-    assert report["smoke"] is True and report["seconds"] < 180
+    # under 3 minutes on the idle 2-core machine; the bound leaves room for a busy one
+    assert report["smoke"] is True and report["seconds"] < 300
     for stage in ("tokenizer", "context"):
         assert report[stage]["steps"] >= 1 and report[stage]["samples_per_s"] > 0
     assert "val/psnr" in report["context"]["validation"] and "val/bpp" in report["context"]["validation"]
