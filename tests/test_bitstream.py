@@ -210,7 +210,7 @@ def test_random_bytes_fail_cleanly(garbage):
 
 
 @given(seed=st.integers(0, 2**32 - 1), mode=st.sampled_from(["none", "sample"]))
-@settings(max_examples=20, deadline=timedelta(seconds=10))
+@settings(max_examples=20, deadline=None)  # timing varies 2x with load here; hangs are the fuzzer's job
 def test_forged_payloads_with_valid_checksums_still_give_frames(seed, mode):
     """Bypass the CRC (recompute it) to feed the entropy decoder garbage of any length: frames or BitstreamError."""
     c, parsed = codec(), parse(stream())

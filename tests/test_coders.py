@@ -418,3 +418,16 @@ def test_few_ulp_perturbations_of_logits_do_not_change_the_tables():
     j = (logits_to_tables(x).view(torch.int32) - 0x3F800000) // -GRID_STEP_BITS
     j_below = (logits_to_tables(below).view(torch.int32) - 0x3F800000) // -GRID_STEP_BITS
     assert int((j_below - j).abs().max()) <= 1
+
+
+def test_rans_decoder_pads_only_for_the_symbols_the_caller_will_ask_for():
+    from progvc.coders.rans import RansSymbolDecoder
+
+    coder = CODERS.create("rans")
+    freqs = torch.ones(10, 8, dtype=torch.int64)
+    data = bytearray(coder.encode(torch.arange(10) % 8, freqs))
+    data[0] = (23 << 3) | (data[0] & 7)  # a forged header: "up to 2**23 symbols" (32 MiB of padding)
+    decoder = RansSymbolDecoder(bytes(data), max_symbols=10)
+    assert decoder._left <= 10 + 4
+    with pytest.raises(BitstreamError):
+        decoder.decode(torch.ones(20, 8, dtype=torch.int64))

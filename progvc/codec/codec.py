@@ -413,7 +413,13 @@ class Codec:
         for gop in stream.gops:
             sent = len(gop.segments) if layers is None else min(layers, len(gop.segments))
             total = sent if settings.mode == "none" else self.spec.num_scales
-            readers = [self._segment_reader(coder, gop, k, with_bits) for k in range(sent)]
+            sizes = self.spec.scale_sizes(*size)
+            readers = [
+                _SegmentReader(
+                    coder, gop, k, with_bits, gop.num_frames * sizes[k][0] * sizes[k][1] * self.spec.groups
+                )
+                for k in range(sent)
+            ]
             generator = gop_generator(settings.seed, gop.index)
 
             def frames(gop=gop, readers=readers, total=total, generator=generator):
@@ -425,11 +431,6 @@ class Codec:
                     yield latent, tokens, bits
 
             yield gop, frames()
-
-    @staticmethod
-    def _segment_reader(coder, gop: bitstream.Gop, k: int, with_bits: bool = False) -> _SegmentReader:
-        """A picker that decodes frame after frame from segment ``k`` of ``gop``."""
-        return _SegmentReader(coder, gop, k, with_bits)
 
     def _pixels(self, latents: Tensor, size: tuple[int, int]) -> np.ndarray:
         """uint8 ``[n, H, W, 3]`` from latents ``[n, C, h, w]`` (any float dtype), in batches of ``batch_size``."""
@@ -518,11 +519,13 @@ Picker = Callable[[int, Callable[[], Tensor]], Tensor]
 class _SegmentReader:
     """Decodes frame after frame from one segment; optionally records each frame's bits."""
 
-    def __init__(self, coder, gop: bitstream.Gop, k: int, with_bits: bool = False) -> None:
+    def __init__(
+        self, coder, gop: bitstream.Gop, k: int, with_bits: bool = False, max_symbols: int | None = None
+    ) -> None:
         self.gop, self.k = gop, k
         self.bits: list[float] | None = [] if with_bits else None
         try:
-            self.decoder = coder.decoder(bytes(gop.segments[k]))
+            self.decoder = coder.decoder(bytes(gop.segments[k]), max_symbols)
         except Exception as exc:
             if isinstance(exc, BitstreamError):
                 raise

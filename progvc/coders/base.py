@@ -53,8 +53,12 @@ class EntropyCoder(Configurable, ABC):
         """A fresh encoder for one segment."""
 
     @abstractmethod
-    def decoder(self, data: bytes) -> SymbolDecoder:
-        """A decoder over one segment's bytes."""
+    def decoder(self, data: bytes, max_symbols: int | None = None) -> SymbolDecoder:
+        """A decoder over one segment's bytes.
+
+        ``max_symbols``: how many symbols the caller will ask for at most (the codec knows it from
+        the frame size); a coder may use it to bound its buffers against a hostile segment.
+        """
 
     def encode(self, symbols: Tensor, freqs: Tensor) -> bytes:
         """One-shot: code ``symbols [N]`` under ``freqs [N, A]`` into a segment."""

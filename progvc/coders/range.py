@@ -156,5 +156,7 @@ class RangeCoder(EntropyCoder):
     def encoder(self) -> RangeSymbolEncoder:
         return RangeSymbolEncoder()
 
-    def decoder(self, data: bytes | bytearray | memoryview) -> RangeSymbolDecoder:
+    def decoder(
+        self, data: bytes | bytearray | memoryview, max_symbols: int | None = None
+    ) -> RangeSymbolDecoder:
         return RangeSymbolDecoder(data)

@@ -153,7 +153,7 @@ class RansSymbolEncoder(SymbolEncoder):
 class RansSymbolDecoder(SymbolDecoder):
     """Reads a rANS segment back chunk by chunk; refuses to read past the declared bound on its symbols."""
 
-    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+    def __init__(self, data: bytes | bytearray | memoryview, max_symbols: int | None = None) -> None:
         data = bytes(data)
         self._left = 0
         self._decoder = None
@@ -161,6 +161,8 @@ class RansSymbolDecoder(SymbolDecoder):
             return
         bits, stream = _unpack(data)
         self._left = (1 << bits) - 1
+        if max_symbols is not None:  # the caller's bound: a few forged bytes cannot ask for 64 MiB of padding
+            self._left = min(self._left, int(max_symbols) + _FILLER)
         # Whole words, then the most CompressAI can read: 2 words at init, at most 1 per symbol.
         stream += b"\0" * (-len(stream) % 4 + 4 * (self._left + 2))
         self._decoder = _ans().RansDecoder()
@@ -189,5 +191,7 @@ class RansCoder(EntropyCoder):
     def encoder(self) -> RansSymbolEncoder:
         return RansSymbolEncoder()
 
-    def decoder(self, data: bytes | bytearray | memoryview) -> RansSymbolDecoder:
-        return RansSymbolDecoder(data)
+    def decoder(
+        self, data: bytes | bytearray | memoryview, max_symbols: int | None = None
+    ) -> RansSymbolDecoder:
+        return RansSymbolDecoder(data, max_symbols)

@@ -95,7 +95,10 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
         q = y.detach().round().clamp(-self.half, self.half)
         idx = (q.to(torch.long) + self.half).permute(0, 2, 3, 1).contiguous()
         vec = (y + (q - y).detach()) * self.step(k)  # straight through; d vec / d step = rounding error
-        return idx, vec, z.new_zeros(())
+        # CompressAI's auxiliary loss fits the density's quantiles (its median, used in eval mode);
+        # it touches only them, and gives every parameter a gradient (DDP needs that)
+        loss = self.rate_models[k].loss() if self.rate_models is not None else z.new_zeros(())
+        return idx, vec, loss
 
     def scale_rate_bits(self, k: int, z: Tensor) -> Tensor | None:
         if self.rate_models is None:
