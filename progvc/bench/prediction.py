@@ -1,6 +1,6 @@
 """Temporal prediction, intra vs per-prefix loops: ``python -m progvc.bench prediction [--json]``.
 
-Codes one clip with a model's real tokenizer and quantizer twice, every frame alone (``intra``)
+Reports the autoencoder's ceiling (the unquantized latent, decoded), then codes one clip with a model's real tokenizer and quantizer twice, every frame alone (``intra``)
 and with per-prefix prediction loops (``loops``, :mod:`progvc.codec.prediction`), and reports
 at every prefix of scales: PSNR of what the decoder shows, and the rate of a *static* entropy
 model (the empirical entropy of each scale's symbols, separately for the first frame of a GOP
@@ -89,6 +89,18 @@ def static_rate(model: CodecModel, frames: np.ndarray, mode: str, gop: int) -> d
     return {"mode": mode, "points": points}
 
 
+def ceiling(model: CodecModel, frames: np.ndarray) -> float:
+    """PSNR of the unquantized latent, decoded: the autoencoder's own ceiling on ``frames``."""
+    tok = model.tokenizer
+    size = frames.shape[1:3]
+    with torch.inference_mode():
+        x = frames_to_tensor(frames)
+        shown = torch.cat(
+            [tok.decode_latent(tok.encode_latent(x[i : i + 8]), size) for i in range(0, len(x), 8)]
+        ).clamp(0, 1)
+        return float(PSNR().score(shown, x).mean())
+
+
 def real_rate(model: CodecModel, frames: np.ndarray, gop: int) -> dict[str, Any]:
     """Bits of the real stream (the model's own prediction and context model), per prefix."""
     codec = Codec(model, progress=False)
@@ -127,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "video": args.video,
         "frames": int(len(frames)),
         "gop": args.gop,
+        "unquantized_psnr": ceiling(model, frames),
         "static": [static_rate(model, frames, mode, args.gop) for mode in PREDICTION_MODES],
         "real": real_rate(model, frames, args.gop),
     }
@@ -134,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{args.video}, {len(frames)} frames, GOP {args.gop}; static model = empirical entropy per scale")
+    print(f"unquantized latent, decoded (the autoencoder's ceiling): {result['unquantized_psnr']:.2f} dB")
     print(f"{'mode':8s} {'layers':>6s} {'bpp':>9s} {'PSNR':>7s} {'P/first':>8s}")
     for run in result["static"]:
         for p in run["points"]:
