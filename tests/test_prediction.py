@@ -97,3 +97,22 @@ def test_prediction_loop_refuses_more_scales_than_the_schedule():
         loop.add_scale(torch.zeros(1, 1, 1, 8, dtype=torch.long))
     with pytest.raises(ConfigError):
         PredictionLoop(model.tokenizer, "bidirectional", (48, 64))
+
+
+def test_prediction_benchmark_compares_intra_and_loops(tmp_path, capsys):
+    import json
+
+    from progvc.bench.__main__ import main as bench_main
+    from progvc.io import write_video
+
+    tiny_model("mssq", prediction="loops").save(tmp_path / "m.pt")
+    write_video(tmp_path / "clip", clip())
+    assert bench_main(["prediction", "--model", str(tmp_path / "m.pt"), "--video", str(tmp_path / "clip"),
+                       "--frames", "5", "--gop", "5", "--json"]) == 0  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    static = {run["mode"]: run["points"] for run in out["static"]}
+    assert set(static) == {"intra", "loops"} and len(static["loops"]) == K
+    # the same quantizer at every cut: loops never cost more than coding the frames alone, on a real clip
+    assert static["loops"][-1]["bpp"] < static["intra"][-1]["bpp"]
+    assert out["real"]["mode"] == "loops" and len(out["real"]["points"]) == K
+    assert 0 < out["unquantized_psnr"] < 100
