@@ -95,9 +95,12 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
         q = y.detach().round().clamp(-self.half, self.half)
         idx = (q.to(torch.long) + self.half).permute(0, 2, 3, 1).contiguous()
         vec = (y + (q - y).detach()) * self.step(k)  # straight through; d vec / d step = rounding error
-        # CompressAI's auxiliary loss fits the density's quantiles (its median, used in eval mode);
-        # it touches only them, and gives every parameter a gradient (DDP needs that)
-        loss = self.rate_models[k].loss() if self.rate_models is not None else z.new_zeros(())
+        # the density's quantiles (CompressAI's auxiliary parameters, used only by its own coder, not
+        # here) join the graph with weight 0, so that DDP finds no unused parameter; fitting them with
+        # CompressAI's aux loss would put its large gradients under the tokenizer's gradient clipping
+        loss = z.new_zeros(())
+        if self.rate_models is not None:
+            loss = loss + 0.0 * self.rate_models[k].quantiles.sum()
         return idx, vec, loss
 
     def scale_rate_bits(self, k: int, z: Tensor) -> Tensor | None:
