@@ -18,9 +18,11 @@ def model() -> CodecModel:
 
 
 def test_default_model_is_the_documented_one(model):
-    assert model.config["tokenizer"]["name"] == "msvq"
+    assert model.config["tokenizer"]["name"] == "mssq"
     assert model.config["context_model"]["name"] == "var"
-    assert model.tokenizer.spec.alphabet == 1024 and model.tokenizer.spec.num_scales == 8
+    assert model.prediction == "loops"
+    spec = model.tokenizer.spec
+    assert (spec.alphabet, spec.groups, spec.num_scales, spec.downsample) == (33, 16, 8, 8)
 
 
 def test_default_model_codes_the_held_out_clip_exactly(model):
@@ -40,5 +42,14 @@ def test_trained_context_model_beats_uniform_on_the_held_out_clip(capsys):
         == 0
     )
     rows = {r["context"]: r for r in json.loads(capsys.readouterr().out)["rate"]}
-    assert rows["uniform"]["bits_per_token"] > 9.9  # log2(1024) = 10 bits, minus nothing
-    assert rows["var"]["bits_per_token"] < 0.8 * rows["uniform"]["bits_per_token"]
+    assert rows["uniform"]["bits_per_token"] > 5.0  # log2(33) = 5.04 bits per symbol, minus nothing
+    assert rows["var"]["bits_per_token"] < 0.5 * rows["uniform"]["bits_per_token"]
+
+
+def test_p_frames_cost_less_than_the_first_frame_of_a_gop(model):
+    frames, _ = read_video(sample_clip("carphone"), max_frames=8)
+    codec = Codec(model, progress=False)
+    per_frame = codec.frame_bits(codec.compress(frames, gop=8))
+    first, rest = sum(per_frame[0]["bits"]), [sum(f["bits"]) for f in per_frame[1:]]
+    # the prediction loops converge over the first frames of a GOP: P-frames get cheaper as it goes on
+    assert max(rest) < 0.75 * first and sum(rest) / len(rest) < 0.6 * first and rest[-1] < 0.45 * first
