@@ -1,4 +1,9 @@
-"""``python -m progvc.bench memory``: peak memory of compressing a long vs a short video.
+"""``python -m progvc.bench memory``: peak memory of compressing a long vs a short video, or of decoding GOP 8 vs GOP 256.
+
+With ``--decode``, the same ``--long`` frames are compressed with two GOP sizes (``--gops``,
+default 8 and 256) and each stream is decoded in a fresh subprocess that consumes
+:meth:`Codec.iter_decompress` and reports its peak RSS: a decoder that works frame by frame
+needs about the same memory for both (the issue asks for within 20 %).
 
 Each run is a fresh subprocess that streams frames of ``bikes`` (cropped to the requested size,
 the clip replayed when it runs out) into :meth:`Codec.compress` and reports its own peak
@@ -46,7 +51,12 @@ _CHILD = textwrap.dedent(
                 yield f[y:y + h, x:x + w]
 
     start = time.perf_counter()
-    data = Codec(model).compress(itertools.islice(frames(), args["frames"]), gop=args["gop"])
+    if args.get("decode"):  # decode a stream written by the parent, chunk by chunk
+        data = open(args["decode"], "rb").read()
+        for _ in Codec(model, progress=False).iter_decompress(data, synthesis="none"):
+            pass
+    else:
+        data = Codec(model).compress(itertools.islice(frames(), args["frames"]), gop=args["gop"])
     seconds = time.perf_counter() - start
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     print(json.dumps({"frames": args["frames"], "peak_rss_mib": kib / 1024, "bytes": len(data), "seconds": seconds}))
@@ -54,8 +64,11 @@ _CHILD = textwrap.dedent(
 )
 
 
-def measure(frames: int, width: int, height: int, model: str, gop: int, threads: int) -> dict:
-    """Peak RSS (MiB), stream size (bytes) and time (s) of compressing ``frames`` frames in a fresh process."""
+def measure(
+    frames: int, width: int, height: int, model: str, gop: int, threads: int, decode: str | None = None
+) -> dict:
+    """Peak RSS (MiB), stream size (bytes) and time (s) of compressing ``frames`` frames in a fresh
+    process, or of decoding the stream file ``decode``."""
     args = {
         "frames": frames,
         "width": width,
@@ -63,6 +76,7 @@ def measure(frames: int, width: int, height: int, model: str, gop: int, threads:
         "model": model,
         "gop": gop,
         "threads": threads,
+        "decode": decode,
     }
     run = subprocess.run(
         [sys.executable, "-c", _CHILD, json.dumps(args)], capture_output=True, text=True, check=False
@@ -84,8 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--max-ratio", type=float, default=1.2, help="fail above this long/short ratio (default 1.2)"
     )
+    p.add_argument("--decode", action="store_true", help="compare decoding --long frames at two GOP sizes")
+    p.add_argument("--gops", default="8,256", help="with --decode: the two GOP sizes (default 8,256)")
     args = p.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
+    if args.decode:
+        return _decode_main(args, width, height)
     results = [measure(n, width, height, args.model, args.gop, args.threads) for n in (args.short, args.long)]
     for r in results:
         print(
@@ -96,6 +114,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     verdict = "ok" if ratio <= args.max_ratio else "FAIL"
     print(f"ratio long/short: {ratio:.3f} (limit {args.max_ratio}) {verdict}")
     return 0 if ratio <= args.max_ratio else 1
+
+
+def _decode_main(args: argparse.Namespace, width: int, height: int) -> int:
+    """Peak decode memory of the same frames coded with two GOP sizes; exit 1 above ``--max-ratio``."""
+    import tempfile
+    from pathlib import Path
+
+    gops = [int(g) for g in args.gops.split(",")]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for g in gops:
+            path = Path(tmp) / f"gop{g}.pgv"
+            _write_stream(path, args.long, width, height, args.model, g, args.threads)
+            r = measure(args.long, width, height, args.model, g, args.threads, decode=str(path))
+            results.append(r)
+            print(
+                f"decode {args.long} frames {width}x{height}, GOP {g:4d}: peak RSS {r['peak_rss_mib']:8.1f} MiB, {r['seconds']:.1f} s"
+            )
+    ratio = results[1]["peak_rss_mib"] / results[0]["peak_rss_mib"]
+    verdict = "ok" if ratio <= args.max_ratio else "FAIL"
+    print(f"ratio GOP {gops[1]} / GOP {gops[0]}: {ratio:.3f} (limit {args.max_ratio}) {verdict}")
+    return 0 if ratio <= args.max_ratio else 1
+
+
+def _write_stream(path, frames: int, width: int, height: int, model: str, gop: int, threads: int) -> None:
+    """Compress ``frames`` frames with GOP ``gop`` in a subprocess (the child's code) into ``path``."""
+    code = _CHILD.replace("print(json.dumps(", f'open({str(path)!r}, "wb").write(data); print(json.dumps(')
+    args = {
+        "frames": frames,
+        "width": width,
+        "height": height,
+        "model": model,
+        "gop": gop,
+        "threads": threads,
+    }
+    run = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"memory child failed:\n{run.stderr}")
 
 
 if __name__ == "__main__":  # pragma: no cover
