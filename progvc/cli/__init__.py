@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from progvc.errors import ProgvcError
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``progvc`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # a dependency (CompressAI) scripts functions with torch.jit at import, which torch now warns
+    # about on every command; it is not the user's to act on
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
     try:
         if argv and argv[0] in LIGHTNING_COMMANDS:
             from progvc.cli.train_cmds import run_lightning
