@@ -192,7 +192,7 @@ def main() -> None:
     try:
         import sklearn.datasets
     except ImportError:
-        fail("scikit-learn is needed for its sample images (pip install scikit-learn)")
+        fail('scikit-learn is needed for its sample images (pip install -e ".[corpus]")')
     for p in sorted((Path(sklearn.datasets.__file__).parent / "images").glob("*.jpg")):
         add(p, "scikit-learn", "image")
 
