@@ -116,3 +116,10 @@ def test_prediction_benchmark_compares_intra_and_loops(tmp_path, capsys):
     assert static["loops"][-1]["bpp"] < static["intra"][-1]["bpp"]
     assert out["real"]["mode"] == "loops" and len(out["real"]["points"]) == K
     assert 0 < out["unquantized_psnr"] < 100
+
+
+def test_decode_memory_does_not_grow_with_the_gop(capsys):
+    from progvc.bench.memory import main as memory_main
+
+    assert memory_main(["--decode", "--long", "16", "--gops", "2,16", "--max-ratio", "1.2"]) == 0
+    assert "ratio GOP 16 / GOP 2" in capsys.readouterr().out

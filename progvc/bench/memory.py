@@ -58,6 +58,8 @@ _CHILD = textwrap.dedent(
     else:
         data = Codec(model).compress(itertools.islice(frames(), args["frames"]), gop=args["gop"])
     seconds = time.perf_counter() - start
+    if args.get("write"):
+        open(args["write"], "wb").write(data)
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     print(json.dumps({"frames": args["frames"], "peak_rss_mib": kib / 1024, "bytes": len(data), "seconds": seconds}))
     """
@@ -65,10 +67,17 @@ _CHILD = textwrap.dedent(
 
 
 def measure(
-    frames: int, width: int, height: int, model: str, gop: int, threads: int, decode: str | None = None
+    frames: int,
+    width: int,
+    height: int,
+    model: str,
+    gop: int,
+    threads: int,
+    decode: str | None = None,
+    write: str | None = None,
 ) -> dict:
     """Peak RSS (MiB), stream size (bytes) and time (s) of compressing ``frames`` frames in a fresh
-    process, or of decoding the stream file ``decode``."""
+    process (writing the stream to ``write`` when given), or of decoding the stream file ``decode``."""
     args = {
         "frames": frames,
         "width": width,
@@ -77,6 +86,7 @@ def measure(
         "gop": gop,
         "threads": threads,
         "decode": decode,
+        "write": write,
     }
     run = subprocess.run(
         [sys.executable, "-c", _CHILD, json.dumps(args)], capture_output=True, text=True, check=False
@@ -126,7 +136,7 @@ def _decode_main(args: argparse.Namespace, width: int, height: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for g in gops:
             path = Path(tmp) / f"gop{g}.pgv"
-            _write_stream(path, args.long, width, height, args.model, g, args.threads)
+            measure(args.long, width, height, args.model, g, args.threads, write=str(path))
             r = measure(args.long, width, height, args.model, g, args.threads, decode=str(path))
             results.append(r)
             print(
@@ -136,22 +146,6 @@ def _decode_main(args: argparse.Namespace, width: int, height: int) -> int:
     verdict = "ok" if ratio <= args.max_ratio else "FAIL"
     print(f"ratio GOP {gops[1]} / GOP {gops[0]}: {ratio:.3f} (limit {args.max_ratio}) {verdict}")
     return 0 if ratio <= args.max_ratio else 1
-
-
-def _write_stream(path, frames: int, width: int, height: int, model: str, gop: int, threads: int) -> None:
-    """Compress ``frames`` frames with GOP ``gop`` in a subprocess (the child's code) into ``path``."""
-    code = _CHILD.replace("print(json.dumps(", f'open({str(path)!r}, "wb").write(data); print(json.dumps(')
-    args = {
-        "frames": frames,
-        "width": width,
-        "height": height,
-        "model": model,
-        "gop": gop,
-        "threads": threads,
-    }
-    run = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True)
-    if run.returncode != 0:
-        raise RuntimeError(f"memory child failed:\n{run.stderr}")
 
 
 if __name__ == "__main__":  # pragma: no cover
