@@ -44,13 +44,7 @@ def time_step_path(
     if repeats < 1:
         raise ConfigError(f"repeats must be at least 1, got {repeats}")
     torch.manual_seed(0)
-    model = CONTEXT_MODELS.create(
-        model_name,
-        latent_dim=spec.latent_dim,
-        groups=spec.groups,
-        alphabet=spec.alphabet,
-        num_scales=spec.num_scales,
-    )
+    model = CONTEXT_MODELS.create(model_name, **spec.context_args())
     model = model.eval().to(dtype)
     sizes = spec.scale_sizes(height, width)
     cur = [torch.randn(1, spec.latent_dim, *s, dtype=dtype) for s in sizes]

@@ -427,17 +427,7 @@ def tiny_models() -> list[Any]:
         common = dict(latent_dim=8, scales=(1, 2, 3, 4), downsample=16, width=8, max_width=16)
         extra = {"vocab_size": 64} if kind == "msvq" else {"bits": 6}
         tok = TOKENIZERS.create(kind, **common, **extra)
-        s = tok.spec
-        ctx = CONTEXT_MODELS.create(
-            "var",
-            latent_dim=s.latent_dim,
-            groups=s.groups,
-            alphabet=s.alphabet,
-            num_scales=s.num_scales,
-            width=32,
-            depth=2,
-            heads=2,
-        )
+        ctx = CONTEXT_MODELS.create("var", **tok.spec.context_args(), width=32, depth=2, heads=2)
         try:
             models.append(CodecModel(tok, ctx, coder=coder, prediction=prediction))
         except (ProgvcError, TypeError):  # a model version without prediction modes

@@ -35,9 +35,7 @@ _CHILD = textwrap.dedent(
         from progvc.tokenizers import TOKENIZERS
         torch.manual_seed(0)
         tok = TOKENIZERS.create("msvq", vocab_size=256, latent_dim=16, width=16, max_width=32)
-        s = tok.spec
-        ctx = CONTEXT_MODELS.create("var", latent_dim=s.latent_dim, groups=s.groups, alphabet=s.alphabet,
-                                    num_scales=s.num_scales, width=64, depth=2, heads=2)
+        ctx = CONTEXT_MODELS.create("var", **tok.spec.context_args(), width=64, depth=2, heads=2)
         model = CodecModel(tok, ctx)
     else:
         model = CodecModel.load(args["model"])

@@ -30,13 +30,7 @@ def context_variant(model: CodecModel, which: str) -> tuple[str, CodecModel]:
     if which == "own":
         return model.context_model.registry_name, model
     if which == "uniform":
-        cm = CONTEXT_MODELS.create(
-            "uniform",
-            latent_dim=spec.latent_dim,
-            groups=spec.groups,
-            alphabet=spec.alphabet,
-            num_scales=spec.num_scales,
-        )
+        cm = CONTEXT_MODELS.create("uniform", **spec.context_args())
         return "uniform", CodecModel(model.tokenizer, cm, coder=model.coder)
     other = CodecModel.load(which)
     if other.tokenizer.spec != spec:

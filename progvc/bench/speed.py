@@ -64,9 +64,7 @@ def load_model(name: str) -> CodecModel:
 
     torch.manual_seed(0)
     tokenizer = TOKENIZERS.create("mssq", latent_dim=16, levels=33, downsample=8, width=16, max_width=128)
-    context = CONTEXT_MODELS.create(
-        "var", latent_dim=16, groups=16, alphabet=33, num_scales=8, width=192, depth=4, heads=4
-    )
+    context = CONTEXT_MODELS.create("var", **tokenizer.spec.context_args(), width=192, depth=4, heads=4)
     return CodecModel(tokenizer, context, prediction="loops")
 
 

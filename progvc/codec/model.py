@@ -209,10 +209,7 @@ class CodecModel(nn.Module):
         except TypeError as exc:
             raise ModelLoadError(f"{path}: bad tokenizer init_args ({exc})") from None
         # as the training CLI links them: the context model's shape follows the tokenizer
-        linked = dict(
-            latent_dim=spec.latent_dim, groups=spec.groups, alphabet=spec.alphabet, num_scales=spec.num_scales
-        )
-        context_cfg["init_args"] = {**linked, **context_cfg["init_args"]}
+        context_cfg["init_args"] = {**spec.context_args(), **context_cfg["init_args"]}
         config = {"tokenizer": tokenizer_cfg, "context_model": context_cfg, "coder": coder}
         config["prediction"] = section.get("prediction", "intra")
         model = cls.from_config(config)

@@ -74,6 +74,16 @@ class TokenSpec:
         sizes = [(max(1, round(h * s / top)), max(1, round(w * s / top))) for s in self.scales[:-1]]
         return [*sizes, (h, w)]
 
+    def context_args(self) -> dict[str, int]:
+        """The shape arguments every :class:`~progvc.context_models.ContextModel` takes from the
+        tokenizer: ``latent_dim``, ``groups``, ``alphabet``, ``num_scales``."""
+        return {
+            "latent_dim": self.latent_dim,
+            "groups": self.groups,
+            "alphabet": self.alphabet,
+            "num_scales": self.num_scales,
+        }
+
     def tokens_per_frame(self, height: int, width: int) -> int:
         """Token positions of one frame summed over all scales (each carries ``G`` symbols)."""
         return sum(a * b for a, b in self.scale_sizes(height, width))
