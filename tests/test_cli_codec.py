@@ -148,3 +148,33 @@ def test_info_frames_gives_bits_per_frame_and_scale(files, capsys):
     assert cli("info", files / "full.pgv", "--frames", "--model", files / "model.pt") == 0
     table = capsys.readouterr().out
     assert "first frame of a GOP" in table and len(table.splitlines()) == 7
+
+
+def test_compress_deadzone_trades_bits_and_keeps_the_stream_decodable(tmp_path, capsys):
+    from _tiny_codec import tiny_model
+
+    tiny_model("mssq", prediction="loops").save(tmp_path / "scalar.pt")
+    write_video(tmp_path / "clip", clip())
+    model = ["--model", tmp_path / "scalar.pt", "--gop", "5", "--quiet"]
+    assert cli("compress", tmp_path / "clip", tmp_path / "plain.pgv", *model) == 0
+    assert cli("compress", tmp_path / "clip", tmp_path / "dz.pgv", *model, "--deadzone", "0.4,0.9") == 0
+    assert (tmp_path / "dz.pgv").stat().st_size < (tmp_path / "plain.pgv").stat().st_size
+    assert (
+        cli(
+            "decompress",
+            tmp_path / "dz.pgv",
+            tmp_path / "dz.y4m",
+            "--model",
+            tmp_path / "scalar.pt",
+            "--quiet",
+        )
+        == 0
+    )
+    fails(
+        ["compress", tmp_path / "clip", tmp_path / "bad.pgv", *model, "--deadzone", "0.2"], capsys, "deadzone"
+    )
+    fails(
+        ["compress", tmp_path / "clip", tmp_path / "bad.pgv", *model, "--deadzone", "1.5,0"],
+        capsys,
+        "deadzone",
+    )

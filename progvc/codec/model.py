@@ -110,6 +110,26 @@ class CodecModel(nn.Module):
             raise ModelLoadError(f"malformed model config (unknown prediction {prediction!r})")
         return cls(tokenizer, context_model, config.get("coder", "range"), prediction)
 
+    def set_deadzone(self, deadzone: str | tuple[float, float]) -> None:
+        """Set the encoder's dead zone ``(intra, predicted)`` in quantization steps, or ``"I,P"``.
+
+        An encoder-only choice of scalar tokenizers (:mod:`progvc.tokenizers.mssq`): streams stay
+        decodable by the same model. :class:`ConfigError` for other tokenizers or bad values.
+        """
+        setter = getattr(self.tokenizer, "set_deadzone", None)
+        if setter is None:
+            raise ConfigError(
+                f"the {self.tokenizer.registry_name} tokenizer has no dead zone (scalar tokenizers do)"
+            )
+        if isinstance(deadzone, str):
+            try:
+                deadzone = tuple(float(v) for v in deadzone.split(","))  # type: ignore[assignment]
+            except ValueError:
+                deadzone = ()  # type: ignore[assignment]
+        if len(deadzone) != 2:
+            raise ConfigError(f"deadzone must be INTRA,PREDICTED (two numbers in [0, 1)), got {deadzone!r}")
+        setter(*deadzone)
+
     def entropy_coder(self) -> EntropyCoder:
         """A fresh instance of the model's entropy coder."""
         return CODERS.create(self.coder)
@@ -117,9 +137,16 @@ class CodecModel(nn.Module):
     def fingerprint(self) -> bytes:
         """8 bytes identifying the tokenizer and context model: the first bytes of a SHA-256 of
         their config (canonical JSON) and of every parameter and buffer (name, dtype, shape,
-        raw bytes, in name order). The coder is left out: a stream records its own coder."""
+        raw bytes, in name order). The coder is left out: a stream records its own coder; so are
+        the tokenizer's encoder-only args (:attr:`Tokenizer.encoder_only_args`, e.g. a dead zone)."""
         digest = hashlib.sha256()
         config = {k: v for k, v in self.config.items() if k != "coder"}
+        tok = config["tokenizer"]
+        skip = self.tokenizer.encoder_only_args
+        config["tokenizer"] = {
+            **tok,
+            "init_args": {k: v for k, v in tok["init_args"].items() if k not in skip},
+        }
         digest.update(json.dumps(config, sort_keys=True, separators=(",", ":")).encode())
         for name, tensor in sorted(self.state_dict().items()):
             t = tensor.detach().to("cpu").contiguous()

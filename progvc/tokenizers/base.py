@@ -115,6 +115,9 @@ class Tokenizer(Configurable, nn.Module, ABC):
     """Frames ``[B, 3, H, W]`` in ``[0, 1]`` <-> ``K`` multi-scale residual token maps."""
 
     registry_name: str = ""
+    #: init args that change only the encoder's choices (e.g. a dead zone), not what tokens mean:
+    #: a decoder needs no agreement on them, so they are left out of the model's fingerprint
+    encoder_only_args: tuple[str, ...] = ()
 
     @property
     @abstractmethod

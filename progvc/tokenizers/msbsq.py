@@ -130,12 +130,14 @@ class MultiScaleBSQTokenizer(MultiScaleResidualTokenizer):
             f_rest = f_rest - self._expand(k, v * self.gain[k], size)
         self.gain_ready.fill_(True)
 
-    def quantize(self, f: Tensor, update: bool = False, refs: Sequence[Tensor] | None = None) -> QuantizeResult:
+    def quantize(
+        self, f: Tensor, update: bool = False, refs: Sequence[Tensor] | None = None
+    ) -> QuantizeResult:
         if update and not bool(self.gain_ready):
             self._calibrate_gains(f.detach())
         return super().quantize(f, update, refs)
 
-    def quantize_scale(self, k: int, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def quantize_scale(self, k: int, z: Tensor, predicted: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         u = self._sphere(z)
         bits = (u >= 0).long()
         corner = self._corner(bits)

@@ -8,6 +8,14 @@ predictable zeros. It also trains with the rate directly: CompressAI's
 :class:`~compressai.entropy_models.EntropyBottleneck` (one per scale, a learned factorized
 density over the scaled residual, with uniform noise in training) estimates the bits of every
 scale, and the training loss adds ``lambda x rate`` (Balle et al.'s rate-distortion training).
+
+**Dead zone.** The encoder may round a residual to zero more often than to-nearest does: with
+dead zone ``d``, ``|y| < 0.5 + d`` becomes zero (and ``|y|`` in ``[n + d - 0.5, n + d + 0.5)``
+becomes ``n``). A token just above half a step costs many bits under an entropy model where
+zero dominates, and buys little distortion; x264's ``--deadzone-inter/intra`` make the same trade.
+It is the encoder's choice only (decoding is unchanged), with one value for frames coded alone
+and one for frames predicted from a reference. ``python -m progvc.bench prediction --deadzone``
+measures it (docs/codec.md).
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
         levels: values per symbol ``A`` (odd, so that zero is the middle value).
         init_step: initial quantization step of every scale and channel.
         rate_model: estimate each scale's bits with an ``EntropyBottleneck`` (for rate-distortion training).
+        deadzone: the encoder's dead zone ``(d_intra, d_predicted)``, each in ``[0, 1)``, in
+            quantization steps: for frames coded alone and for residuals against a reference.
         Other arguments: see :class:`~progvc.tokenizers.multiscale.MultiScaleResidualTokenizer`;
         phi has no bias (zero tokens must add nothing).
     """
@@ -56,11 +66,14 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
         phi_ratio: float = 0.5,
         init_step: float = 0.25,
         rate_model: bool = True,
+        deadzone: Sequence[float] = (0.0, 0.0),
     ) -> None:
         if levels < 3 or levels % 2 == 0:
             raise ConfigError(f"levels must be odd and >= 3 (zero is the middle value), got {levels}")
         if not init_step > 0:
             raise ConfigError(f"init_step must be > 0, got {init_step}")
+        if len(deadzone) != 2:
+            raise ConfigError(f"deadzone must be two values (intra, predicted), got {deadzone}")
         super().__init__(
             latent_dim,
             latent_dim,
@@ -76,11 +89,22 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
             phi_bias=False,
         )
         self.half = levels // 2
+        self.set_deadzone(*deadzone)
         num_scales = self.spec.num_scales
         self.log_step = nn.Parameter(torch.full((num_scales, latent_dim), math.log(init_step)))
         self.rate_models = (
             nn.ModuleList(EntropyBottleneck(latent_dim) for _ in range(num_scales)) if rate_model else None
         )
+
+    encoder_only_args = ("deadzone",)
+
+    def set_deadzone(self, intra: float, predicted: float) -> None:
+        """Change the encoder's dead zone (see the module docstring); recorded in the config."""
+        deadzone = (float(intra), float(predicted))
+        if not all(0.0 <= d < 1.0 for d in deadzone):
+            raise ConfigError(f"deadzone must be two values in [0, 1) (intra, predicted), got {deadzone}")
+        self.deadzone = deadzone
+        self.init_args["deadzone"] = list(deadzone)
 
     def step(self, k: int) -> Tensor:
         """Quantization steps of scale ``k``, ``[1, C, 1, 1]``."""
@@ -90,9 +114,12 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
         values = (tokens - self.half).to(self.log_step.dtype).permute(0, 3, 1, 2)
         return values * self.step(k)
 
-    def quantize_scale(self, k: int, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def quantize_scale(self, k: int, z: Tensor, predicted: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         y = z / self.step(k)
-        q = y.detach().round().clamp(-self.half, self.half)
+        dz = self.deadzone[int(predicted)]
+        yd = y.detach()
+        q = yd.round() if dz == 0.0 else yd.sign() * (yd.abs() + (0.5 - dz)).floor().clamp(min=0.0)
+        q = q.clamp(-self.half, self.half)
         idx = (q.to(torch.long) + self.half).permute(0, 2, 3, 1).contiguous()
         vec = (y + (q - y).detach()) * self.step(k)  # straight through; d vec / d step = rounding error
         # the density's quantiles (CompressAI's auxiliary parameters, used only by its own coder, not

@@ -94,7 +94,7 @@ class MultiScaleVQTokenizer(MultiScaleResidualTokenizer):
     def dequantize_scale(self, k: int, tokens: Tensor) -> Tensor:
         return self.codebook(tokens[..., 0]).permute(0, 3, 1, 2).contiguous()
 
-    def quantize_scale(self, k: int, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def quantize_scale(self, k: int, z: Tensor, predicted: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         b, c, h, w = z.shape
         idx = self.nearest(z.detach().permute(0, 2, 3, 1).reshape(-1, c)).view(b, h, w, 1)
         q = self.dequantize_scale(k, idx)

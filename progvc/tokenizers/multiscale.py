@@ -138,8 +138,11 @@ class MultiScaleResidualTokenizer(Tokenizer):
 
     # ---- hooks of one scale's quantizer -------------------------------------------------------
     @abstractmethod
-    def quantize_scale(self, k: int, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def quantize_scale(self, k: int, z: Tensor, predicted: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """Quantize scale ``k``'s residual ``z [B, C, h_k, w_k]``.
+
+        ``predicted`` says that ``z`` is a residual against a reference (a frame coded with
+        prediction), for quantizers that round such residuals differently (a dead zone).
 
         Returns:
             ``(tokens [B, h_k, w_k, G] int64, vec [B, C, h_k, w_k], loss)`` where ``vec`` has
@@ -205,7 +208,7 @@ class MultiScaleResidualTokenizer(Tokenizer):
             ref = None if refs is None else refs[k]
             target = f - f_hat if ref is None else f - ref - f_hat
             z = resize(target, hw, "area")
-            idx, vec, loss = self.quantize_scale(k, z)
+            idx, vec, loss = self.quantize_scale(k, z, predicted=ref is not None)
             bits = self.scale_rate_bits(k, z)
             if bits is not None:
                 rates.append(bits)

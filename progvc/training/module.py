@@ -137,7 +137,9 @@ class ProgVCModule(LightningModule):
             against frame ``t - 1``'s reconstructions when the rate is computed (the tokenizer's
             reconstruction loss codes frames alone).
         init_from: checkpoint (Lightning or progvc model file) whose matching ``tokenizer.*`` and
-            ``context_model.*`` weights initialise this module, e.g. the tokenizer stage's result.
+            ``context_model.*`` weights initialise this module, e.g. the tokenizer stage's result;
+            or a list of them, loaded in order (a later file's weights replace an earlier one's),
+            e.g. ``[a model file, a newer tokenizer checkpoint]`` to fine-tune its context model.
         compile: ``torch.compile`` the tokenizer's encoder and decoder and each block of the
             context model when fitting starts (their ``forward`` is compiled in place with
             ``nn.Module.compile``, so state-dict keys and checkpoints do not change). Off by
@@ -177,7 +179,7 @@ class ProgVCModule(LightningModule):
         rate_weight: float = 1.0,
         tokenizer_rate_weight: float = 0.0,
         prediction: str = "intra",
-        init_from: str | None = None,
+        init_from: str | list[str] | None = None,
         compile: bool = False,
         compile_mode: str | None = None,
         channels_last: bool = True,
@@ -214,9 +216,9 @@ class ProgVCModule(LightningModule):
         self.val_bits_per_token = MeanMetric()
         self._channels_last = False  # switched on by setup("fit"), on CUDA only
         self._compiled = False
-        if init_from:
-            loaded, skipped = load_matching_weights(self, init_from)
-            log.info("init_from %s: loaded %d tensors, skipped %d", init_from, len(loaded), len(skipped))
+        for source in [init_from] if isinstance(init_from, str) else init_from or []:
+            loaded, skipped = load_matching_weights(self, source)
+            log.info("init_from %s: loaded %d tensors, skipped %d", source, len(loaded), len(skipped))
 
     # ----------------------------------------------------------------- helpers
     def train(self, mode: bool = True) -> ProgVCModule:
