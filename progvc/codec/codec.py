@@ -37,6 +37,7 @@ from progvc.codec.bitstream import Header, StreamInfo
 from progvc.codec.limits import DecodeLimits
 from progvc.codec.model import CodecModel
 from progvc.codec.prediction import ClipCode, PredictionLoop, code_clip
+from progvc.codec.refine import LatentRefiner
 from progvc.codec.synthesis import SynthesisSettings, gop_generator, pick_tokens
 from progvc.coders import CODERS
 from progvc.errors import BitstreamError, ConfigError, ModelMismatchError
@@ -72,6 +73,10 @@ class Codec:
         progress: show tqdm progress bars on stderr (``None``: only when stderr is a terminal).
         limits: what a stream may ask of the decoder (frame area, frames, synthesized work);
             streams over them raise :class:`~progvc.errors.LimitExceededError` before any work.
+        refine_steps: the encoder's latent refinement, in gradient steps per frame (0: off; see
+            :mod:`progvc.codec.refine`): better quality per bit for about ``refine_steps`` decoder
+            passes per frame of encoding time. Decoding is unchanged.
+        refine_lambda: the refinement's rate weight, in MSE per bit per pixel.
     """
 
     def __init__(
@@ -81,6 +86,8 @@ class Codec:
         batch_size: int = 8,
         progress: bool | None = None,
         limits: DecodeLimits | None = None,
+        refine_steps: int = 0,
+        refine_lambda: float = 0.03,
     ) -> None:
         if limits is not None and not isinstance(limits, DecodeLimits):
             raise ConfigError(f"limits must be a DecodeLimits, got {type(limits).__name__}")
@@ -93,6 +100,7 @@ class Codec:
         self.batch_size = batch_size
         self.progress = progress
         self.fingerprint = model.fingerprint()
+        self.refiner = LatentRefiner(model.tokenizer, refine_steps, refine_lambda)
         self._tokenizer64 = copy.deepcopy(model.tokenizer).double().eval()
         self._context64 = copy.deepcopy(model.context_model).double().eval()
 
@@ -291,7 +299,13 @@ class Codec:
                     for i in range(0, len(frames), self.batch_size)
                 ]
             )
-            return code_clip(self.model.tokenizer, latents[None], self.model.prediction)
+            refine = None
+            if self.refiner.steps:
+
+                def refine(t: int, f: Tensor, refs: list[Tensor] | None) -> Tensor:
+                    return self.refiner(f, frames_to_tensor(frames[t : t + 1], self.device), refs)
+
+            return code_clip(self.model.tokenizer, latents[None], self.model.prediction, refine=refine)
 
     def _encode_gop(self, index: int, frames: np.ndarray, send: int) -> list[bytes]:
         """Segments of scales ``0 .. send - 1`` of one GOP of uint8 ``[t, H, W, 3]`` frames."""

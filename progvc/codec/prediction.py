@@ -22,6 +22,7 @@ exactly as :func:`progvc.context_models.scale_inputs` builds them from ``S_t`` a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -61,13 +62,20 @@ class ClipCode:
 
 
 def code_clip(
-    tokenizer: Tokenizer, latents: Tensor, mode: str, update: bool = False, detach_refs: bool = True
+    tokenizer: Tokenizer,
+    latents: Tensor,
+    mode: str,
+    update: bool = False,
+    detach_refs: bool = True,
+    refine: Callable[[int, Tensor, list[Tensor] | None], Tensor] | None = None,
 ) -> ClipCode:
     """Quantize the latents ``[B, T, C, h, w]`` of clips frame after frame with prediction ``mode``.
 
     Frame 0 of every clip is coded alone; with ``"loops"`` frame ``t`` is coded against frame
     ``t - 1``'s reconstructions. ``detach_refs`` stops gradients through the references
-    (training through time is not needed to learn the quantizer). The tokenizer must provide
+    (training through time is not needed to learn the quantizer). ``refine(t, f_t, refs)``,
+    when given, replaces frame ``t``'s latent before it is quantized against ``refs`` (the
+    encoder's latent refinement, :mod:`progvc.codec.refine`). The tokenizer must provide
     ``quantize(f, update, refs)`` (every :class:`~progvc.tokenizers.multiscale.MultiScaleResidualTokenizer` does).
     """
     check_mode(mode)
@@ -78,7 +86,8 @@ def code_clip(
     refs: list[Tensor] | None = None
     rates = []
     for t in range(latents.shape[1]):
-        res = quantize(latents[:, t], update=update and t == 0, refs=refs)
+        f = latents[:, t] if refine is None else refine(t, latents[:, t], refs)
+        res = quantize(f, update=update and t == 0, refs=refs)
         out.tokens.append(res.tokens)
         out.own.append(res.f_hats)
         out.recons.append(res.recons)

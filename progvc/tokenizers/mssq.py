@@ -134,8 +134,9 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
         if self.rate_models is None:
             return None
         model = self.rate_models[k]
-        # the density is over the scaled residual; noise in training, rounding in eval (CompressAI's convention)
-        _, likelihoods = model(z / self.step(k), training=self.training)
+        # the density is over the scaled residual; uniform noise where a gradient is wanted (training,
+        # or an encoder refining its latent: progvc.codec.refine), rounding otherwise (CompressAI's convention)
+        _, likelihoods = model(z / self.step(k), training=self.training or torch.is_grad_enabled())
         return -torch.log2(likelihoods).sum()
 
     def quantizer_stats(self, zs: list[Tensor], tokens: list[Tensor], update: bool) -> dict[str, Tensor]:
