@@ -21,6 +21,7 @@ def test_default_model_is_the_documented_one(model):
     assert model.config["tokenizer"]["name"] == "mssq"
     assert model.config["context_model"]["name"] == "var"
     assert model.prediction == "loops"
+    assert model.tokenizer.deadzone == (0.2, 0.5)  # the encoder's dead zone its context model was trained on
     spec = model.tokenizer.spec
     assert (spec.alphabet, spec.groups, spec.num_scales, spec.downsample) == (33, 16, 8, 8)
 

@@ -70,6 +70,13 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-perceptual", action="store_true", help="skip LPIPS, DISTS and FVD")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="synthesis sampling seed (default 0)")
+    p.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="progvc's encoder latent refinement, gradient steps per frame (default 0 = off)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_evaluate)
 
@@ -111,6 +118,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         progress=not args.quiet,
+        refine_steps=args.refine,
     )
     print(result.summary)
     print(f"\nwrote {len(result.files)} files to {args.out}")

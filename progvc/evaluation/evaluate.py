@@ -318,6 +318,7 @@ def evaluate(
     device: str = "cpu",
     seed: int = 0,
     progress: bool = True,
+    refine_steps: int = 0,
 ) -> EvaluationResult:
     """Evaluate progvc against the anchors on ``videos`` and write the results into ``out``.
 
@@ -336,6 +337,7 @@ def evaluate(
         device: where progvc and the metrics run.
         seed: synthesis sampling seed.
         progress: show a progress bar on stderr.
+        refine_steps: progvc's encoder latent refinement, steps per frame (0: off; :mod:`progvc.codec.refine`).
     """
     from progvc.codec import Codec, CodecModel
     from progvc.io import read_video
@@ -347,7 +349,9 @@ def evaluate(
     for name in anchors:
         get_anchor(name)
     out = prepare_output_dir(out, OUTPUT_PATTERNS, force)
-    codec = Codec(CodecModel.load(model), device=device) if model is not None else None
+    codec = (
+        Codec(CodecModel.load(model), device=device, refine_steps=refine_steps) if model is not None else None
+    )
     modes = list(synthesis) if codec is not None else []
     points: list[dict] = []
     skipped: dict[str, str] = {}
@@ -381,6 +385,8 @@ def evaluate(
             "gop": gop,
             "synthesis": modes,
             "seed": seed,
+            "refine_steps": refine_steps,
+            "deadzone": None if codec is None else getattr(codec.model.tokenizer, "deadzone", None),
         },
         "anchors": {a: get_anchor(a).describe(gop, bitrate=anchor_bpps is not None) for a in anchors},
         "anchor_bpps": None if anchor_bpps is None else list(anchor_bpps),
