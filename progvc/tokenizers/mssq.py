@@ -53,6 +53,8 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
         phi has no bias (zero tokens must add nothing).
     """
 
+    encoder_only_args = ("deadzone",)
+
     def __init__(
         self,
         latent_dim: int = 16,
@@ -95,8 +97,6 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
         self.rate_models = (
             nn.ModuleList(EntropyBottleneck(latent_dim) for _ in range(num_scales)) if rate_model else None
         )
-
-    encoder_only_args = ("deadzone",)
 
     def set_deadzone(self, intra: float, predicted: float) -> None:
         """Change the encoder's dead zone (see the module docstring); recorded in the config."""
