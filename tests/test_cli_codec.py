@@ -1,6 +1,7 @@
 """`progvc compress | decompress | truncate | info`: outputs, --force, and one-line errors with exit code 2."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -133,6 +134,16 @@ def test_console_entry_point(files):
         timeout=60,
     )
     assert run.returncode == 2 and run.stderr == "progvc: error: not a progvc stream (bad magic)\n"
+    # a reader that stops early (`progvc info FILE | head -1`) ends the command quietly
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "progvc", "info", str(files / "full.pgv"), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and "Traceback" not in err, err
 
 
 def test_info_frames_gives_bits_per_frame_and_scale(files, capsys):
