@@ -56,12 +56,7 @@ def static_rate(
         for start in range(0, len(frames), gop):
             x = frames_to_tensor(frames[start : start + gop])
             latents = torch.cat([tok.encode_latent(x[i : i + 8]) for i in range(0, len(x), 8)])
-            refine = None
-            if refiner is not None and refiner.steps:
-
-                def refine(t, f, refs, x=x):
-                    return refiner(f, x[t : t + 1], refs)
-
+            refine = None if refiner is None else refiner.hook(lambda t, x=x: x[t : t + 1])
             code = code_clip(tok, latents[None], mode, refine=refine)
             for t, tokens in enumerate(code.tokens):
                 for k, tk in enumerate(tokens):

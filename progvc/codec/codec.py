@@ -299,12 +299,7 @@ class Codec:
                     for i in range(0, len(frames), self.batch_size)
                 ]
             )
-            refine = None
-            if self.refiner.steps:
-
-                def refine(t: int, f: Tensor, refs: list[Tensor] | None) -> Tensor:
-                    return self.refiner(f, frames_to_tensor(frames[t : t + 1], self.device), refs)
-
+            refine = self.refiner.hook(lambda t: frames_to_tensor(frames[t : t + 1], self.device))
             return code_clip(self.model.tokenizer, latents[None], self.model.prediction, refine=refine)
 
     def _encode_gop(self, index: int, frames: np.ndarray, send: int) -> list[bytes]:

@@ -19,7 +19,7 @@ whatever is sent). It costs about ``steps`` decoder passes (forward and backward
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -47,6 +47,15 @@ class LatentRefiner:
         if not hasattr(tokenizer, "quantize"):
             raise ConfigError(f"tokenizer {type(tokenizer).__name__} cannot refine latents")
         self.tokenizer, self.steps, self.lam, self.lr = tokenizer, steps, float(lam), float(lr)
+
+    def hook(
+        self, frame_of: Callable[[int], Tensor]
+    ) -> Callable[[int, Tensor, list[Tensor] | None], Tensor] | None:
+        """The ``refine`` hook of :func:`~progvc.codec.prediction.code_clip` for a clip whose frame ``t``
+        is ``frame_of(t)`` (``[1, 3, H, W]`` in ``[0, 1]``), or ``None`` when refinement is off."""
+        if not self.steps:
+            return None
+        return lambda t, f, refs: self(f, frame_of(t), refs)
 
     def __call__(self, f: Tensor, frame: Tensor, refs: Sequence[Tensor] | None) -> Tensor:
         """The refined latent ``[B, C, h, w]`` of ``frame [B, 3, H, W]`` (in ``[0, 1]``), coded against ``refs``."""
