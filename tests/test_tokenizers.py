@@ -270,3 +270,17 @@ def test_nearest_code_ignores_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(tok.nearest(z), exact)
     assert torch.equal(exact, torch.cdist(z, tok.codebook.weight).argmin(1))
+
+
+def test_a_wider_encoder_keeps_the_decoder_and_the_tokens_format(odd):
+    """``encoder_width`` widens the encoder alone: the decoder's weights fit a narrow model's decoder."""
+    narrow = TOKENIZERS.create("mssq", **TINY)
+    wide = TOKENIZERS.create("mssq", **TINY, encoder_width=16)
+    enc = [m.out_channels for m in wide.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert max(enc) == 2 * max(m.out_channels for m in narrow.encoder.modules() if isinstance(m, torch.nn.Conv2d))
+    narrow.decoder.load_state_dict(wide.decoder.state_dict())  # same shapes: raises otherwise
+    tokens = wide.eval().encode(odd)
+    assert [t.shape for t in tokens] == [t.shape for t in narrow.eval().encode(odd)]
+    assert wide.decode(tokens, tuple(odd.shape[-2:])).shape == odd.shape
+    with pytest.raises(ConfigError):
+        TOKENIZERS.create("mssq", **TINY, encoder_width=0)

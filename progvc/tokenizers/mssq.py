@@ -69,6 +69,7 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
         init_step: float = 0.25,
         rate_model: bool = True,
         deadzone: Sequence[float] = (0.0, 0.0),
+        encoder_width: int | None = None,
     ) -> None:
         if levels < 3 or levels % 2 == 0:
             raise ConfigError(f"levels must be odd and >= 3 (zero is the middle value), got {levels}")
@@ -89,6 +90,7 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
             phi_ratio,
             beta=0.0,
             phi_bias=False,
+            encoder_width=encoder_width,
         )
         self.half = levels // 2
         self.set_deadzone(*deadzone)

@@ -94,6 +94,9 @@ class MultiScaleResidualTokenizer(Tokenizer):
         beta: weight of the commitment term (pulls the encoder output towards its quantization).
         phi_bias: whether phi's convolutions have a bias (a quantizer whose zero means "no change"
             needs ``False``, so that zero tokens add nothing).
+        encoder_width: channels of the encoder's first stage when it should be wider than the
+            decoder's ``width`` (its stages and cap scale by the same ratio); ``None``: ``width``.
+            Only encoding pays for a wider encoder.
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class MultiScaleResidualTokenizer(Tokenizer):
         phi_ratio: float = 0.5,
         beta: float = 0.25,
         phi_bias: bool = True,
+        encoder_width: int | None = None,
     ) -> None:
         super().__init__()
         stages = int(downsample).bit_length() - 1
@@ -124,7 +128,10 @@ class MultiScaleResidualTokenizer(Tokenizer):
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         widths = tuple(min(width * 2**i, max_width) for i in range(stages))
-        self.encoder = ConvEncoder(latent_dim, widths, num_res_blocks)
+        if encoder_width is not None and encoder_width < 1:
+            raise ConfigError(f"encoder_width must be >= 1, got {encoder_width}")
+        ratio = (encoder_width or width) / width
+        self.encoder = ConvEncoder(latent_dim, tuple(round(c * ratio) for c in widths), num_res_blocks)
         self.decoder = ConvDecoder(latent_dim, widths, num_res_blocks)
         num_scales = self._spec.num_scales
         self.phi = SharedPhi(
