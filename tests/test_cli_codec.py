@@ -189,3 +189,16 @@ def test_compress_deadzone_trades_bits_and_keeps_the_stream_decodable(tmp_path, 
         capsys,
         "deadzone",
     )
+
+
+def test_compress_rdoq_option(tmp_path, capsys):
+    from _tiny_codec import tiny_model
+
+    tiny_model("mssq", prediction="loops").save(tmp_path / "scalar.pt")
+    write_video(tmp_path / "clip", clip())
+    model = ["--model", tmp_path / "scalar.pt", "--gop", "5", "--quiet"]
+    assert cli("compress", tmp_path / "clip", tmp_path / "plain.pgv", *model, "--rdoq", "0") == 0
+    assert cli("compress", tmp_path / "clip", tmp_path / "rd.pgv", *model, "--rdoq", "100") == 0
+    assert (tmp_path / "rd.pgv").stat().st_size < (tmp_path / "plain.pgv").stat().st_size
+    assert cli("decompress", tmp_path / "rd.pgv", tmp_path / "rd.y4m", "--model", tmp_path / "scalar.pt", "--quiet") == 0
+    fails(["compress", tmp_path / "clip", tmp_path / "bad.pgv", *model, "--rdoq", "-1"], capsys, "rdoq")

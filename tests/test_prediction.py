@@ -199,3 +199,42 @@ def test_latent_refinement_lowers_the_encoders_objective_and_keeps_streams_exact
     assert truncate(full, 2) == c.compress(frames, gop=3, layers=2)
     with pytest.raises(ConfigError, match="refinement"):
         Codec(model, refine_steps=-1)
+
+
+def test_rdoq_picks_nearest_toward_zero_or_zero_by_distortion_plus_rate():
+    tok = tiny_model("mssq", prediction="loops").tokenizer
+    half, levels = tok.half, tok.spec.alphabet
+    y = torch.tensor([0.0, 0.6, 1.4, 2.6, -1.6, 3.0, 0.5, -4.0]).view(1, 8, 1, 1)
+    z = y * tok.step(0)
+    flat = torch.zeros(1, 1, 1, 8, levels)
+    nearest = tok.rd_quantize_scale(0, z, flat, lam=0.0)
+    assert (nearest.flatten() - half).tolist() == [0, 1, 1, 3, -2, 3, 0, -4]  # round to nearest (ties to even)
+    bits = flat.clone()
+    bits[..., half + 1 :] = 6.0  # positive values cost 6 bits more than zero and the negatives
+    rd = tok.rd_quantize_scale(0, z, bits, lam=0.1)  # 0.6 bit of distortion per value
+    # 0.6 -> 0 (0.36 < 0.16 + 0.6); 1.4 -> 1 (0.16 + 0.6 < 1.96); 2.6 -> 3 (0.16 + 0.6 < 0.36 + 0.6);
+    # negatives cost nothing extra: plain rounding
+    assert (rd.flatten() - half).tolist() == [0, 0, 1, 3, -2, 3, 0, -4]
+    assert (tok.rd_quantize_scale(0, z, bits, lam=100.0).flatten() - half).tolist() == [0, 0, 0, 0, -2, 0, 0, -4]
+    with pytest.raises(ConfigError, match="rdoq"):
+        tok.set_rdoq(-1.0)
+
+
+def test_rdoq_is_encoder_only_exact_under_truncation_and_saves_bits():
+    model = tiny_model("mssq", prediction="loops")
+    x = clip()
+    plain = Codec(model, progress=False, rdoq=0.0)
+    rd = Codec(model, progress=False, rdoq=100.0)  # a random context model: bits differ little
+    assert rd.fingerprint == plain.fingerprint
+    full = rd.compress(x, gop=4)
+    assert len(full) < len(plain.compress(x, gop=4))
+    for k in (1, K):
+        cut = rd.compress(x, gop=4, layers=k)
+        assert truncate(full, k) == cut
+        np.testing.assert_array_equal(rd.decompress(cut, synthesis="none"), rd.reconstruct(x, layers=k, gop=4))
+    # the model's own setting is the default, recorded as an encoder-only arg (same fingerprint)
+    model.tokenizer.set_rdoq(100.0)
+    assert model.fingerprint() == plain.fingerprint
+    assert Codec(model, progress=False).compress(x, gop=4) == full
+    with pytest.raises(ConfigError, match="rdoq"):
+        Codec(model, progress=False, rdoq=float("nan"))

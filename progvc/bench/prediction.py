@@ -107,10 +107,14 @@ def ceiling(model: CodecModel, frames: np.ndarray) -> float:
         return float(PSNR().score(shown, x).mean())
 
 
-def real_rate(model: CodecModel, frames: np.ndarray, gop: int, refine_steps: int = 0) -> dict[str, Any]:
-    """Bits of the real stream (the model's own prediction and context model), per prefix."""
-    codec = Codec(model, progress=False, refine_steps=refine_steps)
+def real_rate(
+    model: CodecModel, frames: np.ndarray, gop: int, refine_steps: int = 0, rdoq: float | None = None
+) -> dict[str, Any]:
+    """Bits and PSNR (decoded without synthesis) of the real stream (the model's own prediction,
+    context model and RDOQ setting unless ``rdoq`` is given), per prefix."""
+    codec = Codec(model, progress=False, refine_steps=refine_steps, rdoq=rdoq)
     data = codec.compress(frames, gop=gop)
+    target = frames_to_tensor(frames)
     per_frame = codec.frame_bits(data)
     info = codec.inspect(data)
     h, w = frames.shape[1:3]
@@ -122,10 +126,20 @@ def real_rate(model: CodecModel, frames: np.ndarray, gop: int, refine_steps: int
             {
                 "layers": k + 1,
                 "bpp": info.bpp(k + 1),
+                "psnr": float(
+                    PSNR()
+                    .score(frames_to_tensor(codec.decompress(codec.truncate(data, k + 1), synthesis="none")), target)
+                    .mean()
+                ),
                 "p_over_first": (np.mean(rest) / np.mean(first)) if rest else math.nan,
             }
         )
-    return {"mode": model.prediction, "context_model": model.context_model.registry_name, "points": points}
+    return {
+        "mode": model.prediction,
+        "context_model": model.context_model.registry_name,
+        "rdoq": codec.rdoq,
+        "points": points,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         metavar="STEPS",
         help="encoder latent refinement steps per frame (default 0)",
+    )
+    ap.add_argument(
+        "--rdoq",
+        type=float,
+        metavar="MU",
+        help="the real stream's RDOQ rate weight (0 = off; default: the model's own)",
     )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -191,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         "unquantized_psnr": ceiling(model, frames),
         "refine": args.refine,
         "static": [static_rate(model, frames, mode, args.gop, refiner) for mode in PREDICTION_MODES],
-        "real": real_rate(model, frames, args.gop, args.refine),
+        "real": real_rate(model, frames, args.gop, args.refine, args.rdoq),
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -209,9 +229,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{run['mode']:8s} {p['layers']:6d} {p['bpp']:9.5f} {p['psnr']:7.2f} {p['p_over_first']:8.3f}"
             )
     real = result["real"]
-    print(f"real stream ({real['mode']}, context model {real['context_model']}):")
+    print(f"real stream ({real['mode']}, context model {real['context_model']}, RDOQ {real['rdoq']}):")
     for p in real["points"]:
-        print(f"{real['mode']:8s} {p['layers']:6d} {p['bpp']:9.5f} {'':>7s} {p['p_over_first']:8.3f}")
+        print(f"{real['mode']:8s} {p['layers']:6d} {p['bpp']:9.5f} {p['psnr']:7.2f} {p['p_over_first']:8.3f}")
     return 0
 
 

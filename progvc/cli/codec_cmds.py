@@ -48,6 +48,14 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "(scalar tokenizers; default: the model's). Larger: fewer bits, lower quality",
     )
     p.add_argument(
+        "--rdoq",
+        type=float,
+        metavar="MU",
+        help="rate-distortion optimised quantization with the context model's tables: rate weight in "
+        "squared quantization steps per bit (0 = off, the dead zone decides; default: the model's). "
+        "Larger: fewer bits, lower quality",
+    )
+    p.add_argument(
         "--refine",
         type=int,
         default=0,
@@ -201,7 +209,7 @@ def _compress(args: argparse.Namespace) -> int:
     _check_output(out, args.force)
     probe_video(args.input)  # an unreadable input fails before the model is loaded
     synthesis = SynthesisSettings(args.synthesis, args.seed, args.temperature, args.top_k)
-    codec = _load_codec(args, refine_steps=args.refine, refine_lambda=args.refine_lambda)
+    codec = _load_codec(args, refine_steps=args.refine, refine_lambda=args.refine_lambda, rdoq=args.rdoq)
     if args.deadzone is not None:
         codec.model.set_deadzone(args.deadzone)
     data = codec.compress(

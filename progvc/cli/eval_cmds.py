@@ -77,6 +77,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         metavar="STEPS",
         help="progvc's encoder latent refinement, gradient steps per frame (default 0 = off)",
     )
+    p.add_argument(
+        "--rdoq",
+        type=float,
+        metavar="MU",
+        help="progvc's RDOQ rate weight, squared steps per bit (0 = off; default: the model's)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_evaluate)
 
@@ -119,6 +125,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.quiet,
         refine_steps=args.refine,
+        rdoq=args.rdoq,
     )
     print(result.summary)
     print(f"\nwrote {len(result.files)} files to {args.out}")

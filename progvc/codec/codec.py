@@ -77,6 +77,10 @@ class Codec:
             :mod:`progvc.codec.refine`): better quality per bit for about ``refine_steps`` decoder
             passes per frame of encoding time. Decoding is unchanged.
         refine_lambda: the refinement's rate weight, in MSE per bit per pixel.
+        rdoq: rate-distortion optimised quantization: each token is chosen for
+            ``(y - q)**2 + rdoq * bits(q)`` (squared quantization steps per bit) with the context
+            model's own tables, instead of the tokenizer's dead zone (0: off; ``None``: the
+            tokenizer's own ``rdoq`` setting, if it has one). Decoding is unchanged.
     """
 
     def __init__(
@@ -88,7 +92,13 @@ class Codec:
         limits: DecodeLimits | None = None,
         refine_steps: int = 0,
         refine_lambda: float = 0.03,
+        rdoq: float | None = None,
     ) -> None:
+        if rdoq is None:
+            rdoq = getattr(model.tokenizer, "rdoq", 0.0)
+        if not (isinstance(rdoq, (int, float)) and 0.0 <= rdoq <= 100.0):
+            raise ConfigError(f"rdoq must be a number in [0, 100] (0: off), got {rdoq!r}")
+        self.rdoq = float(rdoq)
         if limits is not None and not isinstance(limits, DecodeLimits):
             raise ConfigError(f"limits must be a DecodeLimits, got {type(limits).__name__}")
         self.limits = limits or DecodeLimits()
@@ -222,6 +232,8 @@ class Codec:
         through the decoder's prediction loop, so it equals
         ``decompress(compress(video, layers=layers, gop=gop), synthesis="none")``.
         """
+        if self.rdoq > 0:  # the tokens depend on the context model's tables: code them for real
+            return self.decompress(self.compress(video, layers=layers, gop=gop), synthesis="none")
         keep = self.spec.num_scales if layers is None else min(layers, self.spec.num_scales)
         size = video.shape[1:3]
         latents = []
@@ -303,14 +315,26 @@ class Codec:
             return code_clip(self.model.tokenizer, latents[None], self.model.prediction, refine=refine)
 
     def _encode_gop(self, index: int, frames: np.ndarray, send: int) -> list[bytes]:
-        """Segments of scales ``0 .. send - 1`` of one GOP of uint8 ``[t, H, W, 3]`` frames."""
+        """Segments of scales ``0 .. send - 1`` of one GOP of uint8 ``[t, H, W, 3]`` frames.
+
+        The tokens are the quantizer's own (:func:`code_clip`, with the dead zone), or with
+        ``rdoq > 0`` chosen scale by scale against the context model's tables
+        (``rd_quantize_scale``) from the same latents and the decoder's own loop state.
+        """
         code = self._code_frames(frames)
         encoders = [CODERS.create(self.model.coder).encoder() for _ in range(send)]
+        tok64 = self._tokenizer64
 
-        def pick(k: int) -> Picker:
+        def pick(k: int, loop: PredictionLoop) -> Picker:
             def encode(t: int, freqs_of: Callable[[], Tensor]) -> Tensor:
+                tables = freqs_of()
                 symbols = code.tokens[t][k][0].reshape(-1).cpu()
-                encoders[k].encode(symbols, freqs_of())
+                if self.rdoq > 0:
+                    z = loop.residual(k, code.latents[t].to(self.device, torch.float64))
+                    bits = (tables.sum(-1, keepdim=True) / tables).log2()  # [N, A] what each value costs
+                    chosen = tok64.rd_quantize_scale(k, z, bits.view(*code.tokens[t][k].shape, -1), self.rdoq)
+                    symbols = symbols if chosen is None else chosen.reshape(-1).cpu()
+                encoders[k].encode(symbols, tables)
                 return symbols
 
             return encode
@@ -432,7 +456,7 @@ class Codec:
             generator = gop_generator(settings.seed, gop.index)
 
             def frames(gop=gop, readers=readers, total=total, generator=generator):
-                def pick(scale: int, readers=readers) -> Picker | None:
+                def pick(scale: int, loop: PredictionLoop, readers=readers) -> Picker | None:
                     return readers[scale] if scale < len(readers) else None
 
                 for latent, tokens in self._code_gop(gop.num_frames, size, total, pick, settings, generator):
@@ -458,19 +482,19 @@ class Codec:
         num_frames: int,
         size: tuple[int, int],
         total: int,
-        pick: Callable[[int], Picker | None],
+        pick: Callable[[int, PredictionLoop], Picker | None],
         settings: SynthesisSettings | None = None,
         generator: torch.Generator | None = None,
     ) -> Iterator[tuple[Tensor, list[Tensor]]]:
         """Frame after frame of a GOP, scales ``0 .. total - 1`` of each: logits, then symbols from
-        ``pick(k)(t, freqs_of)`` (encode or decode) or, where ``pick(k)`` is ``None``, from synthesis;
+        ``pick(k, loop)(t, freqs_of)`` (encode or decode) or, where that is ``None``, from synthesis;
         then the prediction loop. Yields ``(latent [1, C, h, w], tokens)`` of every frame, where
         ``latent`` is what the decoder shows and ``tokens`` are ``[1, h_k, w_k, G]`` maps."""
         from progvc.coders.tables import logits_to_tables  # float32 grid tables (fast, deterministic)
 
         spec = self.spec
         loop = PredictionLoop(self._tokenizer64, self.model.prediction, size)
-        pickers = [pick(k) for k in range(total)]
+        pickers = [pick(k, loop) for k in range(total)]
         with torch.inference_mode():
             for t in range(num_frames):
                 loop.start_frame()

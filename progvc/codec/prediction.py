@@ -48,6 +48,7 @@ class ClipCode:
     """The result of coding a clip ``[B, T, ...]`` frame after frame (:func:`code_clip`).
 
     Attributes:
+        latents: per frame, the latent ``f_t [B, C, h, w]`` that was quantized (after refinement).
         tokens: per frame, ``K`` token maps ``[B, h_k, w_k, G]``.
         own: per frame, ``K`` running sums ``S_t[k]`` ``[B, C, h, w]`` of the frame's own contributions.
         recons: per frame, ``K`` reconstructions ``R_t[k]`` ``[B, C, h, w]`` (what a decoder
@@ -55,6 +56,7 @@ class ClipCode:
         rate_bits: the tokenizer's own rate estimate of the whole clip in bits, or ``None``.
     """
 
+    latents: list[Tensor] = field(default_factory=list)
     tokens: list[list[Tensor]] = field(default_factory=list)
     own: list[list[Tensor]] = field(default_factory=list)
     recons: list[list[Tensor]] = field(default_factory=list)
@@ -88,6 +90,7 @@ def code_clip(
     for t in range(latents.shape[1]):
         f = latents[:, t] if refine is None else refine(t, latents[:, t], refs)
         res = quantize(f, update=update and t == 0, refs=refs)
+        out.latents.append(f.detach())
         out.tokens.append(res.tokens)
         out.own.append(res.f_hats)
         out.recons.append(res.recons)
@@ -148,6 +151,16 @@ class PredictionLoop:
         prev = None if self.refs is None else area_resize(self.refs[k], hw)
         return cur, prev
 
+    def reference(self, k: int) -> Tensor | None:
+        """``R_{t-1}[k]``, what scale ``k`` of this frame is predicted from, or ``None`` (coded alone)."""
+        predicted = self.mode == "loops" and self.refs is not None and k < len(self.refs)
+        return self.refs[k] if predicted else None
+
+    def residual(self, k: int, f: Tensor) -> Tensor:
+        """What scale ``k`` of the frame whose latent is ``f [1, C, h, w]`` codes, ``[1, C, h_k, w_k]``
+        (the encoder's side of the loop: the tokenizer's ``scale_residual`` against this state)."""
+        return self.tokenizer.scale_residual(f, self.own, self.reference(k), self.sizes[k])
+
     def add_scale(self, tokens_k: Tensor) -> None:
         """Add scale ``k = len(tokens so far)``'s tokens ``[1, h_k, w_k, G]`` to the frame."""
         k = len(self.tokens)
@@ -155,8 +168,8 @@ class PredictionLoop:
             raise ConfigError(f"the frame already has all {len(self.sizes)} scales")
         self.tokens.append(tokens_k)
         self.own = self.own + self.tokenizer.scale_contribution(self.tokens, self.size)
-        predicted = self.mode == "loops" and self.refs is not None and k < len(self.refs)
-        self.recons.append(self.refs[k] + self.own if predicted else self.own)
+        ref = self.reference(k)
+        self.recons.append(self.own if ref is None else ref + self.own)
 
     def latent(self) -> Tensor:
         """The latent ``[1, C, h, w]`` the decoder shows for the frame: its deepest level coded so far."""

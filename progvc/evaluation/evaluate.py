@@ -319,6 +319,7 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
     refine_steps: int = 0,
+    rdoq: float | None = None,
 ) -> EvaluationResult:
     """Evaluate progvc against the anchors on ``videos`` and write the results into ``out``.
 
@@ -338,6 +339,7 @@ def evaluate(
         seed: synthesis sampling seed.
         progress: show a progress bar on stderr.
         refine_steps: progvc's encoder latent refinement, steps per frame (0: off; :mod:`progvc.codec.refine`).
+        rdoq: progvc's RDOQ rate weight (0: off; ``None``: the model's; :class:`~progvc.codec.Codec`).
     """
     from progvc.codec import Codec, CodecModel
     from progvc.io import read_video
@@ -350,7 +352,9 @@ def evaluate(
         get_anchor(name)
     out = prepare_output_dir(out, OUTPUT_PATTERNS, force)
     codec = (
-        Codec(CodecModel.load(model), device=device, refine_steps=refine_steps) if model is not None else None
+        Codec(CodecModel.load(model), device=device, refine_steps=refine_steps, rdoq=rdoq)
+        if model is not None
+        else None
     )
     modes = list(synthesis) if codec is not None else []
     points: list[dict] = []
@@ -386,6 +390,7 @@ def evaluate(
             "synthesis": modes,
             "seed": seed,
             "refine_steps": refine_steps,
+            "rdoq": None if codec is None else codec.rdoq,
             "deadzone": None if codec is None else getattr(codec.model.tokenizer, "deadzone", None),
         },
         "anchors": {a: get_anchor(a).describe(gop, bitrate=anchor_bpps is not None) for a in anchors},

@@ -16,6 +16,12 @@ zero dominates, and buys little distortion; x264's ``--deadzone-inter/intra`` ma
 It is the encoder's choice only (decoding is unchanged), with one value for frames coded alone
 and one for frames predicted from a reference. ``python -m progvc.bench prediction --deadzone``
 measures it (docs/codec.md).
+
+**RDOQ.** Better still, the codec can choose each token with the context model's own tables:
+:meth:`MultiScaleScalarTokenizer.rd_quantize_scale` picks, per symbol, among the nearest value,
+one step toward zero and zero, the one that minimises ``(y - q)**2 + rdoq * bits(q)``. The
+symbols of a scale are coded independently given the coarser scales, so the choice is exact
+per scale; it replaces the dead zone where it is on (``rdoq > 0``; docs/codec.md).
 """
 
 from __future__ import annotations
@@ -49,11 +55,15 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
         rate_model: estimate each scale's bits with an ``EntropyBottleneck`` (for rate-distortion training).
         deadzone: the encoder's dead zone ``(d_intra, d_predicted)``, each in ``[0, 1)``, in
             quantization steps: for frames coded alone and for residuals against a reference.
+        encoder_width: a wider encoder than decoder (see the base class).
+        rdoq: the codec's rate weight for rate-distortion optimised quantization with the context
+            model's tables (:meth:`rd_quantize_scale`), in squared steps per bit; 0 keeps the
+            dead zone. Like the dead zone, an encoder-only choice.
         Other arguments: see :class:`~progvc.tokenizers.multiscale.MultiScaleResidualTokenizer`;
         phi has no bias (zero tokens must add nothing).
     """
 
-    encoder_only_args = ("deadzone",)
+    encoder_only_args = ("deadzone", "rdoq")
 
     def __init__(
         self,
@@ -70,6 +80,7 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
         rate_model: bool = True,
         deadzone: Sequence[float] = (0.0, 0.0),
         encoder_width: int | None = None,
+        rdoq: float = 0.0,
     ) -> None:
         if levels < 3 or levels % 2 == 0:
             raise ConfigError(f"levels must be odd and >= 3 (zero is the middle value), got {levels}")
@@ -94,6 +105,7 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
         )
         self.half = levels // 2
         self.set_deadzone(*deadzone)
+        self.set_rdoq(rdoq)
         num_scales = self.spec.num_scales
         self.log_step = nn.Parameter(torch.full((num_scales, latent_dim), math.log(init_step)))
         self.rate_models = (
@@ -107,6 +119,14 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
             raise ConfigError(f"deadzone must be two values in [0, 1) (intra, predicted), got {deadzone}")
         self.deadzone = deadzone
         self.init_args["deadzone"] = list(deadzone)
+
+    def set_rdoq(self, rdoq: float) -> None:
+        """Change the codec's default RDOQ rate weight (:meth:`rd_quantize_scale`; 0: off); recorded in the config."""
+        rdoq = float(rdoq)
+        if not 0.0 <= rdoq <= 100.0:
+            raise ConfigError(f"rdoq must lie in [0, 100] (squared steps per bit; 0: off), got {rdoq}")
+        self.rdoq = rdoq
+        self.init_args["rdoq"] = rdoq
 
     def step(self, k: int) -> Tensor:
         """Quantization steps of scale ``k``, ``[1, C, 1, 1]``."""
@@ -131,6 +151,18 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
         if self.rate_models is not None:
             loss = loss + 0.0 * self.rate_models[k].quantiles.sum()
         return idx, vec, loss
+
+    def rd_quantize_scale(self, k: int, z: Tensor, bits: Tensor, lam: float) -> Tensor:
+        """Per symbol, the value among nearest, one step toward zero and zero that minimises
+        ``(y - q)**2 + lam * bits(q)`` (``y = z / step``, distortion in squared steps): rate-distortion
+        optimised quantization with the context model's own tables, exact per scale because the
+        symbols of one scale are coded independently given the coarser ones. Replaces the dead zone."""
+        y = (z / self.step(k)).permute(0, 2, 3, 1)  # [B, h, w, C]
+        nearest = y.round().clamp(-self.half, self.half)
+        candidates = torch.stack([torch.zeros_like(nearest), nearest - nearest.sign(), nearest], -1)
+        idx = candidates.to(torch.long) + self.half
+        cost = (y.unsqueeze(-1) - candidates).square() + lam * bits.gather(-1, idx)
+        return idx.gather(-1, cost.argmin(-1, keepdim=True)).squeeze(-1)  # ties: the value nearer zero
 
     def scale_rate_bits(self, k: int, z: Tensor) -> Tensor | None:
         if self.rate_models is None:

@@ -191,6 +191,16 @@ class MultiScaleResidualTokenizer(Tokenizer):
         x = F.pad(frames, (0, -width % ds, 0, -height % ds), mode="replicate")
         return self.encoder(x * 2.0 - 1.0)
 
+    def scale_residual(self, f: Tensor, f_hat: Tensor, ref: Tensor | None, hw: tuple[int, int]) -> Tensor:
+        """What a scale of size ``hw`` codes: ``down(f - ref - f_hat)`` (``ref`` = 0 when coded alone), ``[B, C, *hw]``."""
+        return resize(f - f_hat if ref is None else f - ref - f_hat, hw, "area")
+
+    def rd_quantize_scale(self, k: int, z: Tensor, bits: Tensor, lam: float) -> Tensor | None:
+        """Tokens ``[B, h_k, w_k, G]`` of scale ``k``'s residual ``z`` chosen for distortion + ``lam`` x rate,
+        given the bits every value would cost, ``bits [B, h_k, w_k, G, A]`` (the entropy coder's tables);
+        ``None`` when the quantizer has no such choice (the codec then keeps its plain tokens)."""
+        return None
+
     def _expand(self, k: int, vec: Tensor, size: tuple[int, int]) -> Tensor:
         """Scale ``k``'s contribution to ``f_hat``: bicubic upsampling of ``vec`` to the latent grid, then phi."""
         return self.phi(resize(vec, size, "bicubic"), k)
@@ -213,8 +223,7 @@ class MultiScaleResidualTokenizer(Tokenizer):
         tokens, f_hats, recons, zs, losses, rates = [], [], [], [], [], []
         for k, hw in enumerate(sizes):
             ref = None if refs is None else refs[k]
-            target = f - f_hat if ref is None else f - ref - f_hat
-            z = resize(target, hw, "area")
+            z = self.scale_residual(f, f_hat, ref, hw)
             idx, vec, loss = self.quantize_scale(k, z, predicted=ref is not None)
             bits = self.scale_rate_bits(k, z)
             if bits is not None:
