@@ -22,17 +22,23 @@ def test_default_model_is_the_documented_one(model):
     assert model.config["context_model"]["name"] == "var"
     assert model.prediction == "loops"
     assert model.tokenizer.deadzone == (0.2, 0.5)  # the encoder's dead zone its context model was trained on
+    assert model.tokenizer.rdoq == 0.25  # the codec's default RDOQ weight (docs/codec.md#rdoq)
+    # streams name their model by fingerprint: a code change must not change the bundled model's
+    assert model.fingerprint().hex() == "aeaff8f971ea81a1"
     spec = model.tokenizer.spec
     assert (spec.alphabet, spec.groups, spec.num_scales, spec.downsample) == (33, 16, 8, 8)
 
 
 def test_default_model_codes_the_held_out_clip_exactly(model):
     frames, _ = read_video(sample_clip("carphone"), max_frames=2)
-    codec = Codec(model, progress=False)
-    data = codec.compress(frames, gop=2)
-    decoded = codec.decompress(data, synthesis="none")
+    plain = Codec(model, progress=False, rdoq=0.0)  # the dead zone's tokens: reconstruct replays them
+    data = plain.compress(frames, gop=2)
+    decoded = plain.decompress(data, synthesis="none")
     assert decoded.shape == frames.shape
-    np.testing.assert_array_equal(decoded, codec.reconstruct(frames, layers=8, gop=2))
+    np.testing.assert_array_equal(decoded, plain.reconstruct(frames, layers=8, gop=2))
+    rd = Codec(model, progress=False)  # RDOQ (the model's default): fewer bits, same decoder
+    assert rd.rdoq == 0.25
+    assert len(rd.compress(frames, gop=2)) < len(data)
 
 
 def test_trained_context_model_beats_uniform_on_the_held_out_clip(capsys):

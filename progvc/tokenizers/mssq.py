@@ -63,7 +63,7 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
         phi has no bias (zero tokens must add nothing).
     """
 
-    encoder_only_args = ("deadzone", "rdoq")
+    encoder_only_args = ("deadzone", "rdoq", "encoder_width")  # (the encoder's weights are hashed anyway)
 
     def __init__(
         self,
