@@ -7,7 +7,9 @@ model (the empirical entropy of each scale's symbols, separately for the first f
 and the others, plus 8 bits per distinct symbol for its table: an upper bound for a context
 model, the same for both modes). It also reports the P-frame / first-frame bit ratio. When the
 model's own context model was trained for one of the modes, the real stream of that mode is
-coded too and its bits per frame (``Codec.frame_bits``) are given beside the static estimate.
+coded too and its bits per frame (``Codec.frame_bits``) and PSNR at every cut are given beside
+the static estimate. ``--rdoq 0,0.25`` codes the real stream once per RDOQ weight and gives each
+one's BD-rate on PSNR against the first (how the bundled model's weight was chosen).
 
     python -m progvc.bench prediction --model default --video carphone --frames 32 --gop 32
 """
@@ -30,6 +32,7 @@ from progvc.codec.model import CodecModel
 from progvc.codec.prediction import PREDICTION_MODES, code_clip
 from progvc.codec.refine import LatentRefiner
 from progvc.errors import ConfigError
+from progvc.evaluation.rd import bd_rate
 from progvc.io import read_video, resolve_video
 from progvc.metrics import PSNR
 
@@ -172,9 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--rdoq",
-        type=float,
-        metavar="MU",
-        help="the real stream's RDOQ rate weight (0 = off; default: the model's own)",
+        metavar="MU[,MU...]",
+        help="the real stream's RDOQ rate weight (0 = off; default: the model's own); several values "
+        "code one stream each and report their BD-rate on PSNR against the first",
     )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -199,8 +202,21 @@ def main(argv: list[str] | None = None) -> int:
         frames = tensor_to_frames(x)
     try:
         refiner = LatentRefiner(model.tokenizer, args.refine)
+        weights = [None] if args.rdoq is None else [float(v) for v in args.rdoq.split(",")]
+    except ValueError:
+        ap.error(f"--rdoq takes numbers separated by commas, got {args.rdoq}")
     except ConfigError as exc:
         ap.error(str(exc))
+    try:
+        reals = [real_rate(model, frames, args.gop, args.refine, mu) for mu in weights]
+    except ConfigError as exc:
+        ap.error(str(exc))
+    first = reals[0]["points"]
+    for run in reals[1:]:
+        pts = run["points"]
+        run["bd_rate_psnr_vs_first"] = bd_rate(
+            [p["bpp"] for p in first], [p["psnr"] for p in first], [p["bpp"] for p in pts], [p["psnr"] for p in pts]
+        ).percent
     result = {
         "video": args.video,
         "start": args.start,
@@ -211,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         "unquantized_psnr": ceiling(model, frames),
         "refine": args.refine,
         "static": [static_rate(model, frames, mode, args.gop, refiner) for mode in PREDICTION_MODES],
-        "real": real_rate(model, frames, args.gop, args.refine, args.rdoq),
+        "real": reals[0],
+        **({"rdoq_sweep": reals} if len(reals) > 1 else {}),
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -228,10 +245,15 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{run['mode']:8s} {p['layers']:6d} {p['bpp']:9.5f} {p['psnr']:7.2f} {p['p_over_first']:8.3f}"
             )
-    real = result["real"]
-    print(f"real stream ({real['mode']}, context model {real['context_model']}, RDOQ {real['rdoq']}):")
-    for p in real["points"]:
-        print(f"{real['mode']:8s} {p['layers']:6d} {p['bpp']:9.5f} {p['psnr']:7.2f} {p['p_over_first']:8.3f}")
+    for real in reals:
+        bd = real.get("bd_rate_psnr_vs_first")
+        print(
+            f"real stream ({real['mode']}, context model {real['context_model']}, RDOQ {real['rdoq']})"
+            + ("" if bd is None else f", BD-rate on PSNR vs RDOQ {reals[0]['rdoq']}: {bd:+.1f} %")
+            + ":"
+        )
+        for p in real["points"]:
+            print(f"{real['mode']:8s} {p['layers']:6d} {p['bpp']:9.5f} {p['psnr']:7.2f} {p['p_over_first']:8.3f}")
     return 0
 
 
