@@ -108,8 +108,16 @@ def test_prediction_benchmark_compares_intra_and_loops(tmp_path, capsys):
     tiny_model("mssq", prediction="loops").save(tmp_path / "m.pt")
     write_video(tmp_path / "clip", clip())
     assert bench_main(["prediction", "--model", str(tmp_path / "m.pt"), "--video", str(tmp_path / "clip"),
-                       "--frames", "5", "--gop", "5", "--json"]) == 0  # fmt: skip
+                       "--frames", "5", "--gop", "5", "--rdoq", "0,100", "--baseline", str(tmp_path / "m.pt"),
+                       "--json"]) == 0  # fmt: skip
     out = json.loads(capsys.readouterr().out)
+    # a model against itself: the same curve; the RDOQ sweep codes one real stream per weight
+    assert out["baseline"]["bd_rate_psnr"] == pytest.approx(0.0, abs=1e-6)
+    assert out["baseline"]["unquantized_psnr"] == out["unquantized_psnr"]
+    sweep = out["rdoq_sweep"]
+    assert [r["rdoq"] for r in sweep] == [0.0, 100.0] and "bd_rate_psnr_vs_first" in sweep[1]
+    assert sweep[1]["points"][-1]["bpp"] < sweep[0]["points"][-1]["bpp"]
+    assert all(0 < p["psnr"] < 100 for p in sweep[0]["points"])
     static = {run["mode"]: run["points"] for run in out["static"]}
     assert set(static) == {"intra", "loops"} and len(static["loops"]) == K
     # the same quantizer at every cut: loops never cost more than coding the frames alone, on a real clip

@@ -131,7 +131,10 @@ def real_rate(
                 "bpp": info.bpp(k + 1),
                 "psnr": float(
                     PSNR()
-                    .score(frames_to_tensor(codec.decompress(codec.truncate(data, k + 1), synthesis="none")), target)
+                    .score(
+                        frames_to_tensor(codec.decompress(codec.truncate(data, k + 1), synthesis="none")),
+                        target,
+                    )
                     .mean()
                 ),
                 "p_over_first": (np.mean(rest) / np.mean(first)) if rest else math.nan,
@@ -179,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the real stream's RDOQ rate weight (0 = off; default: the model's own); several values "
         "code one stream each and report their BD-rate on PSNR against the first",
     )
+    ap.add_argument(
+        "--baseline",
+        metavar="MODEL",
+        help="another model (file or checkpoint, e.g. an earlier tokenizer): its ceiling and the "
+        "BD-rate on PSNR of this model's static loops curve against its own (choosing checkpoints by "
+        "rate and distortion, not by validation PSNR alone)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -215,7 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     for run in reals[1:]:
         pts = run["points"]
         run["bd_rate_psnr_vs_first"] = bd_rate(
-            [p["bpp"] for p in first], [p["psnr"] for p in first], [p["bpp"] for p in pts], [p["psnr"] for p in pts]
+            [p["bpp"] for p in first],
+            [p["psnr"] for p in first],
+            [p["bpp"] for p in pts],
+            [p["psnr"] for p in pts],
         ).percent
     result = {
         "video": args.video,
@@ -230,6 +243,21 @@ def main(argv: list[str] | None = None) -> int:
         "real": reals[0],
         **({"rdoq_sweep": reals} if len(reals) > 1 else {}),
     }
+    if args.baseline:
+        base = CodecModel.load(args.baseline).eval()
+        ours = next(r["points"] for r in result["static"] if r["mode"] == "loops")
+        theirs = static_rate(base, frames, "loops", args.gop)["points"]
+        result["baseline"] = {
+            "model": args.baseline,
+            "unquantized_psnr": ceiling(base, frames),
+            "static_loops": theirs,
+            "bd_rate_psnr": bd_rate(
+                [p["bpp"] for p in theirs],
+                [p["psnr"] for p in theirs],
+                [p["bpp"] for p in ours],
+                [p["psnr"] for p in ours],
+            ).percent,
+        }
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -245,6 +273,14 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{run['mode']:8s} {p['layers']:6d} {p['bpp']:9.5f} {p['psnr']:7.2f} {p['p_over_first']:8.3f}"
             )
+    if args.baseline:
+        b = result["baseline"]
+        full = b["static_loops"][-1]
+        print(
+            f"baseline {args.baseline}: ceiling {b['unquantized_psnr']:.2f} dB, loops with every scale "
+            f"{full['bpp']:.5f} bpp {full['psnr']:.2f} dB; this model's static loops curve against it: "
+            f"BD-rate on PSNR {b['bd_rate_psnr']:+.1f} %"
+        )
     for real in reals:
         bd = real.get("bd_rate_psnr_vs_first")
         print(
@@ -253,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
             + ":"
         )
         for p in real["points"]:
-            print(f"{real['mode']:8s} {p['layers']:6d} {p['bpp']:9.5f} {p['psnr']:7.2f} {p['p_over_first']:8.3f}")
+            print(
+                f"{real['mode']:8s} {p['layers']:6d} {p['bpp']:9.5f} {p['psnr']:7.2f} {p['p_over_first']:8.3f}"
+            )
     return 0
 
 
