@@ -113,6 +113,7 @@ def test_prediction_benchmark_compares_intra_and_loops(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     # a model against itself: the same curve; the RDOQ sweep codes one real stream per weight
     assert out["baseline"]["bd_rate_psnr"] == pytest.approx(0.0, abs=1e-6)
+    assert out["baseline"]["bd_rate_psnr_real"] == pytest.approx(0.0, abs=1e-6)
     assert out["baseline"]["unquantized_psnr"] == out["unquantized_psnr"]
     sweep = out["rdoq_sweep"]
     assert [r["rdoq"] for r in sweep] == [0.0, 100.0] and "bd_rate_psnr_vs_first" in sweep[1]
