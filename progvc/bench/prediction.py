@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline",
         metavar="MODEL",
         help="another model (file or checkpoint, e.g. an earlier tokenizer): its ceiling and the "
-        "BD-rate on PSNR of this model's static loops curve against its own (choosing checkpoints by "
+        "BD-rate on PSNR of this model's static loops curve and real stream against its own (choosing checkpoints by "
         "rate and distortion, not by validation PSNR alone)",
     )
     ap.add_argument("--json", action="store_true")
