@@ -137,6 +137,45 @@ def test_init_from_a_list_loads_each_file_in_order(tiny_run, tmp_path):
     assert all(torch.equal(new[k], old[k]) for k in old if k.startswith("tokenizer.") and k != key)
 
 
+def test_init_grow_widens_a_trained_encoder_without_changing_its_latent(tmp_path):
+    from progvc.context_models.baselines import UniformContextModel
+    from progvc.tokenizers.mssq import MultiScaleScalarTokenizer
+    from progvc.training.module import load_matching_weights
+
+    args = dict(latent_dim=4, levels=5, scales=(1, 2), downsample=4, width=4, max_width=8)
+    narrow = MultiScaleScalarTokenizer(**args)
+    with torch.no_grad():  # a "trained" network: no weight left at its init value
+        for p in narrow.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    file = tmp_path / "narrow.ckpt"
+    torch.save({"state_dict": {f"tokenizer.{k}": v for k, v in narrow.state_dict().items()}}, file)
+
+    def wide_module() -> ProgVCModule:
+        tok = MultiScaleScalarTokenizer(**args, encoder_width=8)
+        return ProgVCModule(
+            tok,
+            UniformContextModel(**tok.spec.context_args()),
+            stage="tokenizer",
+            perceptual_weight=0,
+            adv_weight=0,
+        )
+
+    plain = wide_module()
+    _, skipped = load_matching_weights(plain, file)
+    assert any(k.startswith("tokenizer.encoder.") for k in skipped)  # shapes differ: not loaded by default
+    grown = wide_module()
+    loaded, skipped = load_matching_weights(grown, file, grow=True)
+    assert not any(k.startswith("tokenizer.encoder.") for k in skipped)
+    x = torch.rand(2, 3, 16, 24)
+    narrow.eval(), grown.tokenizer.eval(), plain.tokenizer.eval()
+    with torch.no_grad():
+        want = narrow.encode_latent(x)
+        assert torch.allclose(grown.tokenizer.encode_latent(x), want, atol=1e-5)
+        assert not torch.allclose(plain.tokenizer.encode_latent(x), want, atol=1e-2)
+    wide_params = sum(p.numel() for p in grown.tokenizer.encoder.parameters())
+    assert wide_params > 2 * sum(p.numel() for p in narrow.encoder.parameters())
+
+
 def _tiny_components(alphabet_offset: int = 0):
     tok = TOKENIZERS.create("msvq", vocab_size=16, latent_dim=4, scales=[1, 2], width=8, max_width=8)
     s = tok.spec

@@ -30,6 +30,7 @@ from progvc.codec.prediction import ClipCode, check_mode, code_clip
 from progvc.context_models import CONTEXT_MODELS, ContextModel, cross_entropy_bits, scale_inputs
 from progvc.errors import ConfigError, WeightsNotFoundError
 from progvc.metrics import MSSSIM, PSNR, BitsPerPixel, HaarPSI
+from progvc.nn.grow import grow_tensor, growable_keys
 from progvc.tokenizers import TOKENIZERS, Tokenizer
 from progvc.training.losses import (
     PatchDiscriminator,
@@ -69,11 +70,15 @@ def quality_metrics() -> MetricCollection:
     return MetricCollection({"psnr": PSNR(), "msssim": MSSSIM(), "haarpsi": HaarPSI()})
 
 
-def load_matching_weights(module: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
+def load_matching_weights(
+    module: nn.Module, path: str | Path, grow: bool = False
+) -> tuple[list[str], list[str]]:
     """Load the ``tokenizer.*`` / ``context_model.*`` weights of ``path`` whose names and shapes match.
 
     ``path`` is a Lightning checkpoint (``state_dict``) or a progvc model file; it is read with
-    ``weights_only=True``. Returns ``(loaded, skipped)`` key lists.
+    ``weights_only=True``. With ``grow``, a convolution, linear or GroupNorm weight of
+    ``module`` that is wider than the file's is loaded into its leading slice, function-preserving
+    (:mod:`progvc.nn.grow`). Returns ``(loaded, skipped)`` key lists.
     """
     path = Path(path)
     if not path.is_file():
@@ -83,6 +88,7 @@ def load_matching_weights(module: nn.Module, path: str | Path) -> tuple[list[str
     if not isinstance(state, dict):
         raise ConfigError(f"init_from: {path} holds no state dict")
     own = module.state_dict()
+    growable = growable_keys(module) if grow else set()
     loaded, skipped = [], []
     matching = {}
     for key, value in state.items():
@@ -90,9 +96,16 @@ def load_matching_weights(module: nn.Module, path: str | Path) -> tuple[list[str
             continue
         if key in own and isinstance(value, Tensor) and own[key].shape == value.shape:
             matching[key] = value
-            loaded.append(key)
+        elif (
+            key in growable
+            and isinstance(value, Tensor)
+            and (grown := grow_tensor(value, own[key])) is not None
+        ):
+            matching[key] = grown
         else:
             skipped.append(key)
+            continue
+        loaded.append(key)
     if not loaded:
         raise ConfigError(f"init_from: no tokenizer or context-model weight of {path} fits this model")
     module.load_state_dict(matching, strict=False)
@@ -140,6 +153,9 @@ class ProgVCModule(LightningModule):
             ``context_model.*`` weights initialise this module, e.g. the tokenizer stage's result;
             or a list of them, loaded in order (a later file's weights replace an earlier one's),
             e.g. ``[a model file, a newer tokenizer checkpoint]`` to fine-tune its context model.
+        init_grow: let ``init_from`` load narrower weights into wider layers, function-preserving
+            (:mod:`progvc.nn.grow`): e.g. a trained tokenizer into one with a wider
+            ``encoder_width``, which then starts from the trained model's quality.
         compile: ``torch.compile`` the tokenizer's encoder and decoder and each block of the
             context model when fitting starts (their ``forward`` is compiled in place with
             ``nn.Module.compile``, so state-dict keys and checkpoints do not change). Off by
@@ -180,6 +196,7 @@ class ProgVCModule(LightningModule):
         tokenizer_rate_weight: float = 0.0,
         prediction: str = "intra",
         init_from: str | list[str] | None = None,
+        init_grow: bool = False,
         compile: bool = False,
         compile_mode: str | None = None,
         channels_last: bool = True,
@@ -217,7 +234,7 @@ class ProgVCModule(LightningModule):
         self._channels_last = False  # switched on by setup("fit"), on CUDA only
         self._compiled = False
         for source in [init_from] if isinstance(init_from, str) else init_from or []:
-            loaded, skipped = load_matching_weights(self, source)
+            loaded, skipped = load_matching_weights(self, source, grow=init_grow)
             log.info("init_from %s: loaded %d tensors, skipped %d", source, len(loaded), len(skipped))
 
     # ----------------------------------------------------------------- helpers
