@@ -15,8 +15,11 @@ from progvc.bench.__main__ import main as bench_main
 from progvc.coders import CODERS
 from progvc.coders.rans import RansCoder, cdfs_16bit
 from progvc.coders.tables import (
-    GRID_MAX_STEPS,
+    GRID_LIMIT_STEPS,
+    GRID_MAGIC,
+    GRID_MAGIC_BITS,
     GRID_STEP_BITS,
+    GRID_ZERO_BITS,
     exp_table,
     ideal_bits,
     logits_to_freqs,
@@ -229,7 +232,7 @@ _CHILD = """
 import json, random, sys, traceback
 import torch
 from progvc.coders import CODERS
-from progvc.coders.tables import logits_to_freqs
+from progvc.coders.tables import logits_to_freqs, logits_to_tables
 from progvc.errors import BitstreamError
 
 
@@ -237,6 +240,9 @@ def same_with_one_thread(path):
     case = torch.load(path, weights_only=True)
     freqs = logits_to_freqs(case["logits"])
     assert torch.equal(freqs, case["freqs"]), "tables differ between 1 and 2 threads"
+    grid = logits_to_tables(case["logits"])
+    assert torch.equal(grid.view(torch.int32), case["grid"].view(torch.int32)), "grid tables differ"
+    assert torch.equal(CODERS.create("range").decode(case["grid_stream"], grid), case["symbols"])
     for name, data in case["streams"].items():
         coder = CODERS.create(name)
         assert coder.encode(case["symbols"], freqs) == data, name + ": stream differs"
@@ -299,10 +305,22 @@ def child_report(tmp_path_factory) -> dict[str, str]:
         freqs = logits_to_freqs(logits)
         symbols = torch.multinomial(freqs.to(torch.float64), 1, generator=gen).squeeze(1)
         streams = {name: CODERS.create(name).encode(symbols, freqs) for name in CODER_NAMES}
+        grid = logits_to_tables(logits)
+        grid_stream = CODERS.create("range").encode(symbols, grid)
     finally:
         torch.set_num_threads(before)
     path = tmp_path_factory.mktemp("threads") / "case.pt"
-    torch.save({"logits": logits, "freqs": freqs, "symbols": symbols, "streams": streams}, path)
+    torch.save(
+        {
+            "logits": logits,
+            "freqs": freqs,
+            "symbols": symbols,
+            "streams": streams,
+            "grid": grid,
+            "grid_stream": grid_stream,
+        },
+        path,
+    )
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, timeout=240
     )
@@ -343,6 +361,9 @@ def test_bench_coders_json(capsys):
         if row["coder"] == "range":
             assert row["bits"] <= 1.01 * row["ideal_bits"] + 64
     assert {r["coder"] for r in result["segments"]} == {*CODER_NAMES, "range-untrimmed"}
+    for row in result["path"]:
+        assert row["path_vs_raw_encode"] > 0 and row["path_vs_raw_decode"] > 0
+        assert row["grid_bits_per_token"] < row["exact_bits_per_token"] + 0.1
     assert bench_main(["coders", "--coders", "nope"]) == 2
 
 
@@ -350,25 +371,72 @@ def test_bench_coders_json(capsys):
 # float32 grid tables (the codec's path)
 
 
+def _grid_steps(tables: torch.Tensor) -> torch.Tensor:
+    """``j`` of grid tables: ``(bits - GRID_ZERO_BITS) / GRID_STEP_BITS`` (exact, in int64)."""
+    diff = tables.view(torch.int32).to(torch.int64) - GRID_ZERO_BITS
+    assert bool((diff % GRID_STEP_BITS == 0).all())
+    return diff // GRID_STEP_BITS
+
+
 def test_grid_tables_are_bit_patterns_linear_in_the_grid_step():
     logits = 3 * torch.randn(50, 300, generator=torch.Generator().manual_seed(1))
     tables = logits_to_tables(logits)
-    x = logits.to(torch.float64)
-    j = (16 * x.amax(dim=1, keepdim=True) - 16 * x).floor().clamp(max=GRID_MAX_STEPS).to(torch.int32)
-    assert torch.equal(tables.view(torch.int32), 0x3F800000 - j * GRID_STEP_BITS)
-    assert bool((tables.amax(dim=1) == 1.0).all()) and float(tables.min()) >= math.exp(-21)
-    # within 6 % of exp(-j / 16), and monotone in the logits
-    assert float((tables.double().log() + j / 16).abs().max()) < 0.062
+    j = torch.round(16 * logits.to(torch.float64)).to(torch.int64)  # the float32 logits times 16 are exact
+    assert torch.equal(_grid_steps(tables), j)
+    # within 6 % of 0.998 * exp(j / 16), and monotone in the logits
+    zero = float(torch.tensor(GRID_ZERO_BITS, dtype=torch.int32).view(torch.float32))
+    assert 0.998 < zero < 1.0
+    assert float((tables.double().log() - math.log(zero) - j / 16).abs().max()) < 0.062
     order = logits.argsort(dim=1)
     assert bool((tables.gather(1, order).diff(dim=1) >= 0).all())
 
 
-def test_grid_tables_of_non_finite_logits():
-    logits = torch.tensor([[0.0, float("nan"), float("-inf"), 1.0], [float("inf"), 0.0, 3e38, -3e38]])
+def test_grid_magic_rounds_to_the_grid_and_the_multiplication_wraps_exactly():
+    """The constants, and torch's int32 multiplication modulo 2**32 against Python's exact integers,
+    for every grid step and at lengths that exercise vectorised and scalar loops."""
+    assert GRID_MAGIC_BITS == int(torch.tensor(GRID_MAGIC).view(torch.int32))
+    assert GRID_ZERO_BITS == GRID_STEP_BITS * GRID_MAGIC_BITS % 2**32
+    j = torch.arange(-GRID_LIMIT_STEPS, GRID_LIMIT_STEPS + 1)
+    expected = [(GRID_STEP_BITS * (GRID_MAGIC_BITS + int(v))) % 2**32 for v in j]
+    expected = torch.tensor([e - 2**32 if e >= 2**31 else e for e in expected], dtype=torch.int32)
+    for n in (1, 7, 16, 33, 100, len(j)):
+        tables = logits_to_tables(j[:n, None].to(torch.float64) / 16)
+        assert torch.equal(tables.view(torch.int32).view(-1), expected[:n])
+
+
+def test_grid_tables_of_non_finite_or_out_of_range_logits():
+    """A row with a logit beyond 60 nats (or NaN, inf) is built relative to its maximum; rows
+    within range are the element-wise function whatever their neighbours."""
+    logits = torch.tensor(
+        [[0.0, float("nan"), float("-inf"), 1.0], [float("inf"), 0.0, 3e38, -3e38], [0.0, 1.0, 2.0, -61.0]]
+    )
     tables = logits_to_tables(logits)
     assert bool(torch.isfinite(tables).all()) and bool((tables > 0).all())
-    assert float(tables[0, 3]) == 1.0 and float(tables[1, 0]) == 1.0
-    assert float(tables[0, 1]) == float(tables[0, 2]) == float(tables.min())
+    steps = _grid_steps(tables)
+    assert steps[0].tolist() == [-16, -GRID_LIMIT_STEPS, -GRID_LIMIT_STEPS, 0]  # 1.0 is the max
+    assert steps[1].tolist() == [0, -GRID_LIMIT_STEPS, 0, -GRID_LIMIT_STEPS]  # +inf ties with 3e38 (both huge)
+    assert steps[2].tolist() == [-32, -16, 0, -GRID_LIMIT_STEPS]
+    inside = 3 * torch.randn(40, 4, generator=torch.Generator().manual_seed(5))
+    mixed = torch.cat([inside[:20], logits, inside[20:]])
+    together = logits_to_tables(mixed).view(torch.int32)
+    assert torch.equal(together[:20], logits_to_tables(inside[:20]).view(torch.int32))
+    assert torch.equal(together[23:], logits_to_tables(inside[20:]).view(torch.int32))
+    assert torch.equal(together[20:23], tables.view(torch.int32))
+
+
+def test_grid_tables_do_not_depend_on_block_split_or_batch_shape(monkeypatch):
+    """Element-wise by construction: a row's table is the same alone, in a batch, in another shape
+    and with any block size (blocks decide only where the range check runs)."""
+    from progvc.coders import tables as tables_module
+
+    logits = 5 * torch.randn(600, 33, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    logits[123, 4] = 70.0  # one out-of-range row
+    whole = logits_to_tables(logits).view(torch.int32)
+    monkeypatch.setattr(tables_module, "GRID_BLOCK_ELEMENTS", 33 * 7)
+    assert torch.equal(logits_to_tables(logits).view(torch.int32), whole)
+    assert torch.equal(logits_to_tables(logits.view(20, 30, 33)).view(torch.int32).view(-1, 33), whole)
+    for r in (0, 122, 123, 599):
+        assert torch.equal(logits_to_tables(logits[r : r + 1]).view(torch.int32), whole[r : r + 1])
 
 
 @pytest.mark.parametrize("name", CODER_NAMES)
@@ -397,8 +465,9 @@ def test_grid_tables_round_trip_in_chunks(name):
 def test_few_ulp_perturbations_of_logits_do_not_change_the_tables():
     """The codec's logits are float64 (the context model's float64 copy): moving every logit by a
     few ULPs changes no table entry in a million, and the stream decodes exactly with the moved
-    logits' tables. Float32 logits placed exactly on the grid's boundaries do move, by one grid
-    step (so the encoder and decoder must compute logits along the same path: see the codec)."""
+    logits' tables. Float32 logits placed exactly on the grid's boundaries (half-steps, where
+    ``x + GRID_MAGIC`` rounds) do move, by one grid step (so the encoder and decoder must compute
+    logits along the same path: see the codec)."""
     gen = torch.Generator().manual_seed(4)
     logits = 4 * torch.randn(250, 4096, generator=gen, dtype=torch.float64)
     moved = logits.clone()
@@ -411,13 +480,10 @@ def test_few_ulp_perturbations_of_logits_do_not_change_the_tables():
     symbols = torch.multinomial(tables.double(), 1, generator=gen).squeeze(1)
     coder = CODERS.create("range")
     assert torch.equal(coder.decode(coder.encode(symbols, tables), tables_moved), symbols)
-    # float32 logits exactly on boundaries (16 * (max - x) an integer): one ULP moves an entry by one step at most
-    x = torch.zeros(1, 64)
-    x[0, 1:] = -torch.arange(1, 64, dtype=torch.float32) / 16
+    # float32 logits exactly on boundaries (16 * x + 1/2 an integer): one ULP moves an entry by one step at most
+    x = (torch.arange(-64, 64, dtype=torch.float32)[None] + 0.5) / 16
     below = torch.nextafter(x, x - 1)
-    j = (logits_to_tables(x).view(torch.int32) - 0x3F800000) // -GRID_STEP_BITS
-    j_below = (logits_to_tables(below).view(torch.int32) - 0x3F800000) // -GRID_STEP_BITS
-    assert int((j_below - j).abs().max()) <= 1
+    assert int((_grid_steps(logits_to_tables(below)) - _grid_steps(logits_to_tables(x))).abs().max()) <= 1
 
 
 def test_rans_decoder_pads_only_for_the_symbols_the_caller_will_ask_for():

@@ -247,3 +247,29 @@ def test_rdoq_is_encoder_only_exact_under_truncation_and_saves_bits():
     assert Codec(model, progress=False).compress(x, gop=4) == full
     with pytest.raises(ConfigError, match="rdoq"):
         Codec(model, progress=False, rdoq=float("nan"))
+
+
+def test_training_rdoq_chooses_the_tokens_the_encoder_sends():
+    model = tiny_model("mssq", prediction="loops")
+    tok, ctx = model.tokenizer, model.context_model
+    with torch.no_grad():  # a context model that expects zeros, so that RDOQ has something to trade
+        ctx.head.bias.view(-1, tok.spec.alphabet)[:, tok.half] += 3.0
+    x, lam = clip()[:3], 1.0
+    codec = Codec(model, progress=False, rdoq=lam)
+    (sent,) = codec.iter_tokens(codec.compress(x, gop=3))  # [3, h_k, w_k, G] per scale
+    ctx.eval()
+    with torch.no_grad():
+        latents = tok.encode_latent(frames_to_tensor(x))[None]
+        rd = code_clip(tok, latents, "loops", context_model=ctx, rdoq=lam)
+        plain = code_clip(tok, latents, "loops")
+
+    def agreement(code) -> float:
+        same = [(torch.cat([f[k] for f in code.tokens]) == sent[k]).flatten() for k in range(K)]
+        return float(torch.cat(same).float().mean())
+
+    # float32 softmax bits in training vs the codec's grid tables: a near tie may go the other way
+    assert agreement(rd) > 0.98
+    assert agreement(plain) < agreement(rd) - 0.05
+    assert _nonzero(rd.tokens[2], tok.half) < _nonzero(plain.tokens[2], tok.half)
+    with pytest.raises(ConfigError, match="context model"):
+        code_clip(tok, latents, "loops", rdoq=lam)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _tiny_codec import clip, tiny_model
 
 from progvc.cli import main
 from progvc.cli.train_cmds import run_lightning
@@ -196,6 +197,46 @@ def test_tokenizer_stage_trains_tokenizer_and_discriminator_only():
     loss.backward()
     assert all(p.grad is not None for p in module.discriminator.parameters())
     assert ctx.logits.grad is None
+
+
+def test_decoder_stage_trains_only_the_decoder_on_the_codecs_reconstructions():
+    model = tiny_model("mssq", prediction="loops")
+    tok, ctx = model.tokenizer, model.context_model
+    module = ProgVCModule(
+        tok, ctx, stage="decoder", prediction="loops", rdoq=1.0, perceptual_weight=0, adv_weight=0
+    )
+    trained = {id(p) for g in module.configure_optimizers()["optimizer"].param_groups for p in g["params"]}
+    assert trained == {id(p) for p in tok.decoder.parameters()}
+    module.train()
+    assert tok.decoder.training and not tok.encoder.training and not ctx.training
+    clips = torch.from_numpy(clip()[:3]).permute(0, 3, 1, 2)[None]  # uint8 [1, 3, 3, 48, 64]
+    module.training_step(clips, 0).backward()
+    assert all(p.grad is not None for p in tok.decoder.parameters())
+    assert all(p.grad is None for p in [*tok.encoder.parameters(), *tok.phi.parameters(), *ctx.parameters()])
+    # RDOQ by default: the tokenizer's own weight in the decoder stage only
+    tok.set_rdoq(0.5)
+    assert ProgVCModule(tok, ctx, stage="context").rdoq == 0.0
+    assert ProgVCModule(tok, ctx, stage="context", rdoq=0.5).rdoq == 0.5
+    assert ProgVCModule(tok, ctx, stage="decoder", adv_weight=0, perceptual_weight=0).rdoq == 0.5
+    assert ProgVCModule(tok, ctx, stage="tokenizer", adv_weight=0, perceptual_weight=0).rdoq == 0.0
+    with pytest.raises(ConfigError, match="rdoq"):
+        ProgVCModule(tok, ctx, stage="context", rdoq=-1.0)
+
+
+def test_a_frozen_rdoq_chooser_keeps_the_initial_context_model_out_of_training_and_checkpoints():
+    model = tiny_model("mssq", prediction="loops")
+    module = ProgVCModule(
+        model.tokenizer, model.context_model, stage="context", prediction="loops", rdoq=1.0, rdoq_frozen=True
+    )
+    chooser = module._chooser[0]
+    before = {k: v.clone() for k, v in chooser.state_dict().items()}
+    opt = module.configure_optimizers()["optimizer"]
+    module.train()
+    module.training_step(torch.from_numpy(clip()[:3]).permute(0, 3, 1, 2)[None], 0).backward()
+    opt.step()
+    assert not any(k.startswith("_chooser") for k in module.state_dict())
+    assert all(torch.equal(before[k], v) for k, v in chooser.state_dict().items())
+    assert not all(torch.equal(before[k], v) for k, v in module.context_model.state_dict().items())
 
 
 def test_adversarial_terms_reach_only_their_own_network():

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from progvc.coders import CODERS
 from progvc.coders.rans import cdfs_16bit
-from progvc.coders.tables import ideal_bits, logits_to_freqs
+from progvc.coders.tables import ideal_bits, logits_to_freqs, logits_to_tables
 from progvc.errors import ConfigError
 
 
@@ -122,6 +122,70 @@ def bench_kind(
     return rows
 
 
+def coding_path(kind: TokenKind, tokens: int, repeats: int, seed: int = 0, clock: str = "cpu") -> dict:
+    """The codec's path (grid tables + range coder) vs constriction alone on ``tokens`` tokens of ``kind``."""
+    import constriction
+
+    timer = CLOCKS[clock]
+    generator = torch.Generator().manual_seed(seed)
+    logits = kind.logits(tokens, generator)
+    probs = torch.softmax(logits.to(torch.float64), dim=-1)
+    symbols = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    exact = float(-probs.gather(1, symbols[:, None]).log2().sum())
+    t_tables, tables = _median_seconds(lambda: logits_to_tables(logits), repeats, timer)
+    coder = CODERS.create("range")
+    t_enc, data = _median_seconds(lambda: coder.encode(symbols, tables), repeats, timer)
+    t_dec, decoded = _median_seconds(lambda: coder.decode(data, tables), repeats, timer)
+    if not torch.equal(decoded, symbols):
+        raise RuntimeError(f"the coding path did not round-trip {kind.name} tokens")
+    family = constriction.stream.model.Categorical(perfect=False)
+    symbols32, table_array = symbols.to(torch.int32).numpy(), tables.numpy()
+
+    def raw_encode():
+        encoder = constriction.stream.queue.RangeEncoder()
+        encoder.encode(symbols32, family, table_array)
+        return encoder.get_compressed()
+
+    t_raw_enc, words = _median_seconds(raw_encode, repeats, timer)
+    t_raw_dec, _ = _median_seconds(
+        lambda: constriction.stream.queue.RangeDecoder(words).decode(family, table_array), repeats, timer
+    )
+    us = 1e6 / tokens
+    return {
+        "tokens": kind.name,
+        "num_tokens": tokens,
+        "clock": clock,
+        "us_per_token_tables": round(us * t_tables, 3),
+        "us_per_token_encode": round(us * t_enc, 3),
+        "us_per_token_decode": round(us * t_dec, 3),
+        "raw_us_per_token_encode": round(us * t_raw_enc, 3),
+        "raw_us_per_token_decode": round(us * t_raw_dec, 3),
+        "path_vs_raw_encode": round((t_tables + t_enc) / t_raw_enc, 3),
+        "path_vs_raw_decode": round((t_tables + t_dec) / t_raw_dec, 3),
+        "bits_per_token": round(8 * len(data) / tokens, 4),
+        "grid_bits_per_token": round(ideal_bits(symbols, tables) / tokens, 4),
+        "exact_bits_per_token": round(exact / tokens, 4),
+    }
+
+
+def format_path(rows: Sequence[dict]) -> str:
+    """A readable table of :func:`coding_path` rows (microseconds per token, bits per token)."""
+    header = (
+        f"{'tokens':<17} {'tables':>7} {'enc':>7} {'dec':>7} {'raw enc':>8} {'raw dec':>8} "
+        f"{'enc vs raw':>10} {'dec vs raw':>10} {'bits/tok':>8} {'grid':>8} {'exact':>8}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{r['tokens']:<17} {r['us_per_token_tables']:>7.2f} {r['us_per_token_encode']:>7.2f} "
+            f"{r['us_per_token_decode']:>7.2f} {r['raw_us_per_token_encode']:>8.2f} "
+            f"{r['raw_us_per_token_decode']:>8.2f} {r['path_vs_raw_encode']:>9.2f}x "
+            f"{r['path_vs_raw_decode']:>9.2f}x {r['bits_per_token']:>8.4f} {r['grid_bits_per_token']:>8.4f} "
+            f"{r['exact_bits_per_token']:>8.4f}"
+        )
+    return "\n".join(lines)
+
+
 def _untrimmed_range_bytes(symbols: Tensor, freqs: Tensor) -> int:
     """Bytes constriction's range coder writes with its own flush (the baseline of the trimmed one)."""
     import constriction
@@ -197,7 +261,7 @@ def main(argv: Sequence[str]) -> int:
         prog="python -m progvc.bench coders", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
-        "--json", action="store_true", help='print {"coders": [rows], "segments": [rows]} as JSON'
+        "--json", action="store_true", help='print {"coders": [rows], "path": [rows], "segments": [rows]} as JSON'
     )
     parser.add_argument("--tokens", type=int, default=1000, help="tokens per run (default 1000)")
     parser.add_argument(
@@ -225,13 +289,14 @@ def main(argv: Sequence[str]) -> int:
         for kind in KINDS
         for row in bench_kind(kind, coders, args.tokens, args.repeats, args.seed, args.clock)
     ]
+    path = [coding_path(kind, args.tokens, args.repeats, args.seed, args.clock) for kind in KINDS]
     segments = [
         row
         for kind in KINDS
         for row in segment_overhead(kind, coders, args.segment_tokens, args.segments, args.seed)
     ]
     if args.json:
-        print(json.dumps({"coders": rows, "segments": segments}, indent=2))
+        print(json.dumps({"coders": rows, "path": path, "segments": segments}, indent=2))
     else:
-        print(format_table(rows), format_segments(segments), sep="\n\n")
+        print(format_table(rows), format_path(path), format_segments(segments), sep="\n\n")
     return 0

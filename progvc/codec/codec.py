@@ -495,6 +495,10 @@ class Codec:
         spec = self.spec
         loop = PredictionLoop(self._tokenizer64, self.model.prediction, size)
         pickers = [pick(k, loop) for k in range(total)]
+        # one tables buffer per scale, reused frame after frame (a picker uses its tables at once)
+        buffers = [
+            torch.empty(h * w * spec.groups, spec.alphabet, dtype=torch.float32) for h, w in loop.sizes[:total]
+        ]
         with torch.inference_mode():
             for t in range(num_frames):
                 loop.start_frame()
@@ -506,7 +510,7 @@ class Codec:
                     if pickers[k] is None:
                         symbols = pick_tokens(logits, settings, generator)
                     else:
-                        symbols = pickers[k](t, lambda logits=logits: logits_to_tables(logits))
+                        symbols = pickers[k](t, lambda logits=logits, k=k: logits_to_tables(logits, buffers[k]))
                     loop.add_scale(symbols.reshape(1, h, w, spec.groups).to(self.device))
                 yield loop.latent(), list(loop.tokens)
 
@@ -545,7 +549,8 @@ def _fit_layers(segments: list[bytes], index: int, budget_bits: float) -> int:
     return best
 
 
-#: ``picker(t, freqs_of)``: the symbols of frame ``t`` at one scale, given a thunk for its tables.
+#: ``picker(t, freqs_of)``: the symbols of frame ``t`` at one scale, given a thunk for its tables
+#: (valid until the next frame's call at that scale: the buffer is reused).
 Picker = Callable[[int, Callable[[], Tensor]], Tensor]
 
 

@@ -22,13 +22,14 @@ exactly as :func:`progvc.context_models.scale_inputs` builds them from ``S_t`` a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from progvc.context_models.base import area_resize
+from progvc.context_models.base import ContextModel, area_resize
 from progvc.errors import ConfigError
 from progvc.tokenizers.base import Tokenizer
 
@@ -63,6 +64,36 @@ class ClipCode:
     rate_bits: Tensor | None = None
 
 
+def rd_chooser(
+    tokenizer: Tokenizer,
+    context_model: ContextModel,
+    lam: float,
+    batch: int,
+    prev: list[Tensor] | None,
+) -> Callable[[int, Tensor, Tensor], Tensor | None]:
+    """A ``choose`` hook for the tokenizer's ``quantize``: RDOQ of one frame with ``context_model``'s probabilities.
+
+    Scale ``k``'s tokens minimise distortion + ``lam`` x bits under the context model's logits
+    for that scale (the tokenizer's ``rd_quantize_scale``), given the frame's own scales so far
+    and the previous frame's reconstructions ``prev`` (``K`` latents ``[B, C, h, w]``, or
+    ``None``): the inputs the codec's :class:`PredictionLoop` gives it, so training sees the
+    tokens the encoder sends. Bits come from a softmax in float32 (the codec uses its integer
+    grid tables: within 6 % per value). Call under ``torch.no_grad()``, the model in eval mode.
+    """
+    state = context_model.init_state(batch)
+    ln2 = math.log(2.0)
+
+    def choose(k: int, z: Tensor, s_hat: Tensor) -> Tensor | None:
+        hw = tuple(z.shape[-2:])
+        cur = z.new_zeros(z.shape) if k == 0 else area_resize(s_hat, hw)
+        prev_k = None if prev is None else area_resize(prev[k], hw)
+        logits = context_model.step(state, k, cur, prev_k)  # [B, h_k * w_k, G, A]
+        bits = torch.log_softmax(logits.float(), -1).div_(-ln2)
+        return tokenizer.rd_quantize_scale(k, z.float(), bits.view(batch, *hw, *bits.shape[-2:]), lam)
+
+    return choose
+
+
 def code_clip(
     tokenizer: Tokenizer,
     latents: Tensor,
@@ -70,6 +101,8 @@ def code_clip(
     update: bool = False,
     detach_refs: bool = True,
     refine: Callable[[int, Tensor, list[Tensor] | None], Tensor] | None = None,
+    context_model: ContextModel | None = None,
+    rdoq: float = 0.0,
 ) -> ClipCode:
     """Quantize the latents ``[B, T, C, h, w]`` of clips frame after frame with prediction ``mode``.
 
@@ -77,9 +110,13 @@ def code_clip(
     ``t - 1``'s reconstructions. ``detach_refs`` stops gradients through the references
     (training through time is not needed to learn the quantizer). ``refine(t, f_t, refs)``,
     when given, replaces frame ``t``'s latent before it is quantized against ``refs`` (the
-    encoder's latent refinement, :mod:`progvc.codec.refine`). The tokenizer must provide
-    ``quantize(f, update, refs)`` (every :class:`~progvc.tokenizers.multiscale.MultiScaleResidualTokenizer` does).
+    encoder's latent refinement, :mod:`progvc.codec.refine`). With ``rdoq > 0`` and a
+    ``context_model``, tokens are chosen for distortion + ``rdoq`` x bits under that model
+    (:func:`rd_chooser`; no gradient through the chosen scales). The tokenizer must provide
+    ``quantize(f, update, refs, choose)`` (every :class:`~progvc.tokenizers.multiscale.MultiScaleResidualTokenizer` does).
     """
+    if rdoq > 0 and context_model is None:
+        raise ConfigError("code_clip: rdoq > 0 needs a context model")
     check_mode(mode)
     quantize = getattr(tokenizer, "quantize", None)
     if quantize is None:
@@ -89,7 +126,11 @@ def code_clip(
     rates = []
     for t in range(latents.shape[1]):
         f = latents[:, t] if refine is None else refine(t, latents[:, t], refs)
-        res = quantize(f, update=update and t == 0, refs=refs)
+        choose = None
+        if rdoq > 0:
+            prev = out.recons[-1] if out.recons else None
+            choose = rd_chooser(tokenizer, context_model, rdoq, f.shape[0], prev)
+        res = quantize(f, update=update and t == 0, refs=refs, **({"choose": choose} if choose else {}))
         out.latents.append(f.detach())
         out.tokens.append(res.tokens)
         out.own.append(res.f_hats)

@@ -135,13 +135,12 @@ class RangeSymbolDecoder(SymbolDecoder):
 
     def decode(self, freqs: Tensor) -> Tensor:
         _, freqs = check_chunk(None, freqs)
-        symbols = np.empty(freqs.shape[0], dtype=np.int64)
         try:
             if freqs.dtype == torch.float32:  # grid tables: constriction reads the floats as they are
-                symbols[:] = self._decoder.decode(self._family, freqs.numpy())
-            else:
-                for rows, probs in _float64_blocks(freqs):
-                    symbols[rows] = self._decoder.decode(self._family, probs)
+                return torch.from_numpy(self._decoder.decode(self._family, freqs.numpy())).to(torch.int64)
+            symbols = np.empty(freqs.shape[0], dtype=np.int64)
+            for rows, probs in _float64_blocks(freqs):
+                symbols[rows] = self._decoder.decode(self._family, probs)
         except Exception as exc:
             raise _corrupt(exc) from None
         return torch.from_numpy(symbols)

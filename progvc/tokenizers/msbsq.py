@@ -12,7 +12,13 @@ from torch.nn import functional as F
 
 from progvc.errors import ConfigError
 from progvc.tokenizers import TOKENIZERS
-from progvc.tokenizers.multiscale import MultiScaleResidualTokenizer, QuantizeResult, is_distributed, resize
+from progvc.tokenizers.multiscale import (
+    Chooser,
+    MultiScaleResidualTokenizer,
+    QuantizeResult,
+    is_distributed,
+    resize,
+)
 
 
 def _binary_entropy(p: Tensor) -> Tensor:
@@ -131,11 +137,15 @@ class MultiScaleBSQTokenizer(MultiScaleResidualTokenizer):
         self.gain_ready.fill_(True)
 
     def quantize(
-        self, f: Tensor, update: bool = False, refs: Sequence[Tensor] | None = None
+        self,
+        f: Tensor,
+        update: bool = False,
+        refs: Sequence[Tensor] | None = None,
+        choose: Chooser | None = None,
     ) -> QuantizeResult:
         if update and not bool(self.gain_ready):
             self._calibrate_gains(f.detach())
-        return super().quantize(f, update, refs)
+        return super().quantize(f, update, refs, choose)
 
     def quantize_scale(self, k: int, z: Tensor, predicted: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         u = self._sphere(z)

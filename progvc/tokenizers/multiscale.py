@@ -27,7 +27,7 @@ receives a gradient from the reconstruction of *every* prefix, not only the full
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -61,6 +61,11 @@ class QuantizeResult:
     loss: Tensor
     rate_bits: Tensor | None = None
     stats: dict[str, Tensor] = field(default_factory=dict)
+
+
+#: ``choose(k, z, s_hat) -> tokens | None``: a hook of :meth:`MultiScaleResidualTokenizer.quantize`
+#: that picks scale ``k``'s tokens itself (rate-distortion optimised quantization).
+Chooser = Callable[[int, Tensor, Tensor], Tensor | None]
 
 
 def is_distributed() -> bool:
@@ -206,13 +211,21 @@ class MultiScaleResidualTokenizer(Tokenizer):
         return self.phi(resize(vec, size, "bicubic"), k)
 
     def quantize(
-        self, f: Tensor, update: bool = False, refs: Sequence[Tensor] | None = None
+        self,
+        f: Tensor,
+        update: bool = False,
+        refs: Sequence[Tensor] | None = None,
+        choose: Chooser | None = None,
     ) -> QuantizeResult:
         """Quantize a latent ``f [B, C, h, w]`` scale by scale (see the module docstring).
 
         ``update=True`` (training) lets the subclass maintain its quantizer (e.g. dead-code restarts).
         ``refs`` (``K`` latents ``[B, C, h, w]``, one per level) makes scale ``k`` code the
         residual against ``refs[k]`` (prediction loops); ``None`` codes the frame alone.
+        ``choose(k, z, s_hat)``, when given, may replace scale ``k``'s tokens: it gets the residual
+        ``z [B, C, h_k, w_k]`` and the frame's own sum so far ``s_hat [B, C, h, w]`` and returns
+        tokens ``[B, h_k, w_k, G]`` or ``None`` (keep the quantizer's). Chosen tokens pass no
+        gradient to ``z`` (RDOQ in training, :func:`progvc.codec.prediction.code_clip`).
         """
         size = tuple(f.shape[-2:])
         ds = self.spec.downsample
@@ -225,6 +238,9 @@ class MultiScaleResidualTokenizer(Tokenizer):
             ref = None if refs is None else refs[k]
             z = self.scale_residual(f, f_hat, ref, hw)
             idx, vec, loss = self.quantize_scale(k, z, predicted=ref is not None)
+            chosen = None if choose is None else choose(k, z, f_hat)
+            if chosen is not None:
+                idx, vec = chosen, self.dequantize_scale(k, chosen).to(vec.dtype)
             bits = self.scale_rate_bits(k, z)
             if bits is not None:
                 rates.append(bits)

@@ -7,6 +7,11 @@
   context model's cross-entropy in bits per pixel -- the rate the entropy coder will reach.
 * ``stage="joint"``: both losses, summed, in one step (the rate does not reach the tokenizer:
   tokens are discrete, so its only path would be the context model's inputs).
+* ``stage="decoder"``: only the tokenizer's decoder learns, on what the codec's decoder
+  receives: clips are coded frame after frame as the codec codes them (prediction loops, RDOQ
+  tokens chosen with the frozen context model), and the decoder reconstructs every frame from a
+  random prefix of levels with the tokenizer stage's pixel losses. Tokens, rate and the
+  context model do not change, so the stage can follow the context stage.
 
 The components are plain ``nn.Module`` attributes ``self.tokenizer`` and ``self.context_model``
 (state-dict keys ``tokenizer.*``, ``context_model.*``); every checkpoint also records their
@@ -16,6 +21,7 @@ rebuilds the codec from a checkpoint without this module.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from pathlib import Path
@@ -42,8 +48,8 @@ from progvc.training.losses import (
 
 log = logging.getLogger(__name__)
 
-Stage = Literal["tokenizer", "context", "joint"]
-STAGES = ("tokenizer", "context", "joint")
+Stage = Literal["tokenizer", "context", "joint", "decoder"]
+STAGES = ("tokenizer", "context", "joint", "decoder")
 
 
 class WarmupCosine:
@@ -118,7 +124,7 @@ class ProgVCModule(LightningModule):
     Args:
         tokenizer: the tokenizer (a recipe gives ``class_path`` / ``init_args``).
         context_model: the context model; must fit the tokenizer's :class:`TokenSpec`.
-        stage: ``"tokenizer"``, ``"context"`` or ``"joint"`` (see the module docstring).
+        stage: ``"tokenizer"``, ``"context"``, ``"joint"`` or ``"decoder"`` (see the module docstring).
         lr: peak learning rate of the tokenizer.
         context_lr: peak learning rate of the context model (``lr`` when ``None``).
         disc_lr: peak learning rate of the discriminator (``lr`` when ``None``).
@@ -149,6 +155,19 @@ class ProgVCModule(LightningModule):
             (:mod:`progvc.codec.prediction`): with loops, frame ``t >= 1`` of a clip is quantized
             against frame ``t - 1``'s reconstructions when the rate is computed (the tokenizer's
             reconstruction loss codes frames alone).
+        rdoq: RDOQ rate weight (squared steps per bit) of the tokens the context model is trained
+            and validated on: with ``rdoq > 0`` every scale's tokens are chosen for distortion +
+            ``rdoq`` x bits under the context model being trained (its current weights, no
+            gradient; :func:`~progvc.codec.prediction.rd_chooser`), as the codec's encoder chooses
+            them, instead of the quantizer's own (dead-zone) tokens. ``None``: the tokenizer's
+            own ``rdoq`` setting (the codec's default) in the decoder stage, which learns from
+            what the codec's decoder receives; off otherwise (a context model trained on RDOQ
+            tokens coded the real streams with more bits: docs/model_card.md); 0: off.
+        rdoq_frozen: choose the RDOQ tokens with a frozen copy of the context model as loaded by
+            ``init_from`` instead of the model being trained. A model that chooses its own
+            training tokens is rewarded for believing in zeros (RDOQ then picks more of them:
+            fewer bits, but the distortion they add is not in its loss); a frozen chooser gives
+            it fixed targets of the codec's kind.
         init_from: checkpoint (Lightning or progvc model file) whose matching ``tokenizer.*`` and
             ``context_model.*`` weights initialise this module, e.g. the tokenizer stage's result;
             or a list of them, loaded in order (a later file's weights replace an earlier one's),
@@ -195,6 +214,8 @@ class ProgVCModule(LightningModule):
         rate_weight: float = 1.0,
         tokenizer_rate_weight: float = 0.0,
         prediction: str = "intra",
+        rdoq: float | None = None,
+        rdoq_frozen: bool = False,
         init_from: str | list[str] | None = None,
         init_grow: bool = False,
         compile: bool = False,
@@ -213,20 +234,29 @@ class ProgVCModule(LightningModule):
         self.prediction = check_mode(prediction)
         self.model_config()  # fail now, not at the first checkpoint, if a component is not registered
         self.stage = stage
+        if rdoq is None:
+            rdoq = float(getattr(tokenizer, "rdoq", 0.0)) if stage == "decoder" else 0.0
+        if not 0.0 <= rdoq <= 100.0:
+            raise ConfigError(f"rdoq must lie in [0, 100] (squared steps per bit; 0: off), got {rdoq}")
+        self.rdoq = rdoq
         self.trains_tokenizer = stage in ("tokenizer", "joint")
         self.trains_context = stage in ("context", "joint")
+        self.trains_decoder = stage == "decoder"
+        if self.trains_decoder and not isinstance(getattr(tokenizer, "decoder", None), nn.Module):
+            raise ConfigError(f"stage 'decoder': tokenizer {type(tokenizer).__name__} has no decoder network")
+        pixels = self.trains_tokenizer or self.trains_decoder  # pixel losses are trained
         self.discriminator = (
-            PatchDiscriminator(disc_channels, disc_layers)
-            if self.trains_tokenizer and adv_weight > 0
-            else None
+            PatchDiscriminator(disc_channels, disc_layers) if pixels and adv_weight > 0 else None
         )
         # not a submodule: frozen, and kept out of checkpoints
         self._lpips = [
             perceptual_model(perceptual_weights_path, perceptual_net)
-            if self.trains_tokenizer and perceptual_weight > 0
+            if pixels and perceptual_weight > 0
             else None
         ]
         self.tokenizer.requires_grad_(self.trains_tokenizer)
+        if self.trains_decoder:
+            self.tokenizer.decoder.requires_grad_(True)
         self.context_model.requires_grad_(self.trains_context)
         self.val_metrics = quality_metrics()
         self.val_bpp = BitsPerPixel()
@@ -236,6 +266,8 @@ class ProgVCModule(LightningModule):
         for source in [init_from] if isinstance(init_from, str) else init_from or []:
             loaded, skipped = load_matching_weights(self, source, grow=init_grow)
             log.info("init_from %s: loaded %d tensors, skipped %d", source, len(loaded), len(skipped))
+        # the RDOQ chooser (not a submodule: frozen, and kept out of checkpoints)
+        self._chooser = [copy.deepcopy(self.context_model).requires_grad_(False) if rdoq_frozen else None]
 
     # ----------------------------------------------------------------- helpers
     def train(self, mode: bool = True) -> ProgVCModule:
@@ -243,6 +275,8 @@ class ProgVCModule(LightningModule):
         super().train(mode)
         if not self.trains_tokenizer:
             self.tokenizer.eval()
+        if self.trains_decoder:
+            self.tokenizer.decoder.train(mode)
         if not self.trains_context:
             self.context_model.eval()
         return self
@@ -332,38 +366,72 @@ class ProgVCModule(LightningModule):
         return bits, positions
 
     def code(self, clips: Tensor, update: bool = False) -> ClipCode:
-        """Quantize clips ``[B, T, 3, H, W]`` frame after frame with this model's prediction (no gradient)."""
+        """Quantize clips ``[B, T, 3, H, W]`` frame after frame with this model's prediction and
+        RDOQ setting (no gradient; the chooser, this context model or its frozen copy, runs in eval mode)."""
+        chooser = self._chooser[0] or self.context_model
+        chooser_was_training = chooser.training
         with torch.no_grad():
             frames = self._layout(clips.flatten(0, 1))
             latents = self.tokenizer.encode_latent(frames).unflatten(0, clips.shape[:2])
-            return code_clip(self.tokenizer, latents, self.prediction, update=update)
+            chooser.to(latents.device).train(False)
+            try:
+                return code_clip(
+                    self.tokenizer,
+                    latents,
+                    self.prediction,
+                    update=update,
+                    context_model=chooser,
+                    rdoq=self.rdoq,
+                )
+            finally:
+                chooser.train(chooser_was_training)
 
     # ----------------------------------------------------------------- training
-    def _tokenizer_losses(self, frames: Tensor) -> tuple[Tensor, dict[str, Tensor], list[Tensor]]:
+    def _pixel_losses(self, recon: Tensor, frames: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Weighted L1 + L2 (+ LPIPS, + the generator's hinge loss after ``adv_start``) of ``recon``
+        against ``frames`` ``[N, 3, H, W]``, and the parts for logging."""
         hp = self.hparams
-        out = self.tokenizer(frames, prefix=self._prefix())
-        parts = reconstruction_losses(out.recon, frames)
-        loss = hp.l1_weight * parts["l1"] + hp.l2_weight * parts["l2"] + hp.commit_weight * out.loss
-        parts["commit"] = out.loss
-        if out.rate_bits is not None:
-            parts["tok_bpp"] = out.rate_bits / frames[:, 0].numel()
-            if hp.tokenizer_rate_weight:
-                loss = loss + hp.tokenizer_rate_weight * parts["tok_bpp"]
-        parts["prefix"] = torch.tensor(float(out.prefix))
+        parts = reconstruction_losses(recon, frames)
+        loss = hp.l1_weight * parts["l1"] + hp.l2_weight * parts["l2"]
         lpips_net = self._lpips[0]
         if lpips_net is not None:
-            parts["lpips"] = lpips_loss(lpips_net.to(frames.device), out.recon, frames)
+            parts["lpips"] = lpips_loss(lpips_net.to(frames.device), recon, frames)
             loss = loss + hp.perceptual_weight * parts["lpips"]
         if self.discriminator is not None and self.global_step >= hp.adv_start:
-            adv = adversarial_losses(self.discriminator, frames, out.recon)
+            adv = adversarial_losses(self.discriminator, frames, recon)
             loss = loss + hp.adv_weight * adv["g_adv"] + adv["d_hinge"]
             parts.update(adv)
         elif self.discriminator is not None:
             # before the warm-up ends the discriminator costs nothing, but its parameters stay in
             # the graph (with zero gradient) so that DDP finds no unused parameters
             loss = loss + sum(p.sum() for p in self.discriminator.parameters()) * 0.0
+        return loss, parts
+
+    def _tokenizer_losses(self, frames: Tensor) -> tuple[Tensor, dict[str, Tensor], list[Tensor]]:
+        hp = self.hparams
+        out = self.tokenizer(frames, prefix=self._prefix())
+        loss, parts = self._pixel_losses(out.recon, frames)
+        loss = loss + hp.commit_weight * out.loss
+        parts["commit"] = out.loss
+        if out.rate_bits is not None:
+            parts["tok_bpp"] = out.rate_bits / frames[:, 0].numel()
+            if hp.tokenizer_rate_weight:
+                loss = loss + hp.tokenizer_rate_weight * parts["tok_bpp"]
+        parts["prefix"] = torch.tensor(float(out.prefix))
         parts.update({f"tok_{k}": v for k, v in out.stats.items()})
         return loss, parts, out.tokens
+
+    def _decoder_losses(self, clips: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Pixel losses of the decoder on the codec's own reconstructions of ``clips [B, T, 3, H, W]``
+        (prediction loops and RDOQ, :meth:`code`) at a random prefix of levels."""
+        prefix = self._prefix()
+        code = self.code(clips)
+        latents = torch.stack([r[prefix - 1] for r in code.recons], 1).flatten(0, 1)  # clip-major
+        frames = self._layout(clips.flatten(0, 1))
+        recon = self.tokenizer.decode_latent(latents, tuple(clips.shape[-2:]))
+        loss, parts = self._pixel_losses(recon, frames)
+        parts["prefix"] = torch.tensor(float(prefix))
+        return loss, parts
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         x = self.clips(batch)
@@ -374,6 +442,10 @@ class ProgVCModule(LightningModule):
         if self.trains_tokenizer:
             loss_tok, parts, _ = self._tokenizer_losses(frames)
             loss = loss + loss_tok
+            logs.update(parts)
+        if self.trains_decoder:
+            loss_dec, parts = self._decoder_losses(x)
+            loss = loss + loss_dec
             logs.update(parts)
         if self.trains_context:
             bits, positions = self.rate(self.code(x), (h, w))
@@ -415,6 +487,8 @@ class ProgVCModule(LightningModule):
         parts: list[tuple[nn.Module, float, float]] = []
         if self.trains_tokenizer:
             parts.append((self.tokenizer, hp.lr, hp.weight_decay))
+        if self.trains_decoder:
+            parts.append((self.tokenizer.decoder, hp.lr, hp.weight_decay))
         if self.trains_context:
             parts.append((self.context_model, hp.context_lr or hp.lr, hp.weight_decay))
         if self.discriminator is not None:
