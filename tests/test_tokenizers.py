@@ -272,15 +272,20 @@ def test_nearest_code_ignores_autocast():
     assert torch.equal(exact, torch.cdist(z, tok.codebook.weight).argmin(1))
 
 
-def test_a_wider_encoder_keeps_the_decoder_and_the_tokens_format(odd):
-    """``encoder_width`` widens the encoder alone: the decoder's weights fit a narrow model's decoder."""
+@pytest.mark.parametrize(("part", "other"), [("encoder", "decoder"), ("decoder", "encoder")])
+def test_a_wider_encoder_or_decoder_keeps_the_other_and_the_tokens_format(odd, part, other):
+    """``encoder_width`` / ``decoder_width`` widen one network alone: the other's weights fit a
+    narrow model's, and the tokens keep their shapes."""
     narrow = TOKENIZERS.create("mssq", **TINY)
-    wide = TOKENIZERS.create("mssq", **TINY, encoder_width=16)
-    enc = [m.out_channels for m in wide.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert max(enc) == 2 * max(m.out_channels for m in narrow.encoder.modules() if isinstance(m, torch.nn.Conv2d))
-    narrow.decoder.load_state_dict(wide.decoder.state_dict())  # same shapes: raises otherwise
+    wide = TOKENIZERS.create("mssq", **TINY, **{f"{part}_width": 16})
+
+    def widest(tok):
+        return max(m.out_channels for m in getattr(tok, part).modules() if isinstance(m, torch.nn.Conv2d))
+
+    assert widest(wide) == 2 * widest(narrow)
+    getattr(narrow, other).load_state_dict(getattr(wide, other).state_dict())  # same shapes: raises otherwise
     tokens = wide.eval().encode(odd)
     assert [t.shape for t in tokens] == [t.shape for t in narrow.eval().encode(odd)]
     assert wide.decode(tokens, tuple(odd.shape[-2:])).shape == odd.shape
     with pytest.raises(ConfigError):
-        TOKENIZERS.create("mssq", **TINY, encoder_width=0)
+        TOKENIZERS.create("mssq", **TINY, **{f"{part}_width": 0})

@@ -138,7 +138,10 @@ def test_init_from_a_list_loads_each_file_in_order(tiny_run, tmp_path):
     assert all(torch.equal(new[k], old[k]) for k in old if k.startswith("tokenizer.") and k != key)
 
 
-def test_init_grow_widens_a_trained_encoder_without_changing_its_latent(tmp_path):
+@pytest.mark.parametrize("part", ["encoder", "decoder"])
+def test_init_grow_widens_a_trained_network_without_changing_its_function(tmp_path, part):
+    """``init_grow`` loads a trained tokenizer into a wider encoder (same latent) or a wider
+    decoder (same frames from the same latent), where a plain load leaves those layers fresh."""
     from progvc.context_models.baselines import UniformContextModel
     from progvc.tokenizers.mssq import MultiScaleScalarTokenizer
     from progvc.training.module import load_matching_weights
@@ -152,7 +155,7 @@ def test_init_grow_widens_a_trained_encoder_without_changing_its_latent(tmp_path
     torch.save({"state_dict": {f"tokenizer.{k}": v for k, v in narrow.state_dict().items()}}, file)
 
     def wide_module() -> ProgVCModule:
-        tok = MultiScaleScalarTokenizer(**args, encoder_width=8)
+        tok = MultiScaleScalarTokenizer(**args, **{f"{part}_width": 8})
         return ProgVCModule(
             tok,
             UniformContextModel(**tok.spec.context_args()),
@@ -163,18 +166,23 @@ def test_init_grow_widens_a_trained_encoder_without_changing_its_latent(tmp_path
 
     plain = wide_module()
     _, skipped = load_matching_weights(plain, file)
-    assert any(k.startswith("tokenizer.encoder.") for k in skipped)  # shapes differ: not loaded by default
+    assert any(k.startswith(f"tokenizer.{part}.") for k in skipped)  # shapes differ: not loaded by default
     grown = wide_module()
     loaded, skipped = load_matching_weights(grown, file, grow=True)
-    assert not any(k.startswith("tokenizer.encoder.") for k in skipped)
+    assert not any(k.startswith(f"tokenizer.{part}.") for k in skipped)
     x = torch.rand(2, 3, 16, 24)
     narrow.eval(), grown.tokenizer.eval(), plain.tokenizer.eval()
+
+    def function(tok: MultiScaleScalarTokenizer):
+        f = narrow.encode_latent(x)
+        return tok.encode_latent(x) if part == "encoder" else tok.decode_latent(f, (16, 24))
+
     with torch.no_grad():
-        want = narrow.encode_latent(x)
-        assert torch.allclose(grown.tokenizer.encode_latent(x), want, atol=1e-5)
-        assert not torch.allclose(plain.tokenizer.encode_latent(x), want, atol=1e-2)
-    wide_params = sum(p.numel() for p in grown.tokenizer.encoder.parameters())
-    assert wide_params > 2 * sum(p.numel() for p in narrow.encoder.parameters())
+        want = function(narrow)
+        assert torch.allclose(function(grown.tokenizer), want, atol=1e-5)
+        assert not torch.allclose(function(plain.tokenizer), want, atol=1e-2)
+    wide_params = sum(p.numel() for p in getattr(grown.tokenizer, part).parameters())
+    assert wide_params > 2 * sum(p.numel() for p in getattr(narrow, part).parameters())
 
 
 def _tiny_components(alphabet_offset: int = 0):

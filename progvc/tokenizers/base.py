@@ -21,6 +21,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -118,6 +119,10 @@ class Tokenizer(Configurable, nn.Module, ABC):
     #: init args that change only the encoder's choices (e.g. a dead zone), not what tokens mean:
     #: a decoder needs no agreement on them, so they are left out of the model's fingerprint
     encoder_only_args: tuple[str, ...] = ()
+    #: init args added after models were shipped, with the value that builds the network those
+    #: models have: at that value they are left out of the fingerprint, so older models (and
+    #: their streams) keep theirs
+    late_args: dict[str, Any] = {}
 
     @property
     @abstractmethod

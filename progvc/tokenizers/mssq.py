@@ -56,6 +56,7 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
         deadzone: the encoder's dead zone ``(d_intra, d_predicted)``, each in ``[0, 1)``, in
             quantization steps: for frames coded alone and for residuals against a reference.
         encoder_width: a wider encoder than decoder (see the base class).
+        decoder_width: a wider decoder (see the base class); it changes the fingerprint, not the tokens.
         rdoq: the codec's rate weight for rate-distortion optimised quantization with the context
             model's tables (:meth:`rd_quantize_scale`), in squared steps per bit; 0 keeps the
             dead zone. Like the dead zone, an encoder-only choice.
@@ -64,6 +65,7 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
     """
 
     encoder_only_args = ("deadzone", "rdoq", "encoder_width")  # (the encoder's weights are hashed anyway)
+    late_args = {"decoder_width": None}
 
     def __init__(
         self,
@@ -81,6 +83,7 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
         deadzone: Sequence[float] = (0.0, 0.0),
         encoder_width: int | None = None,
         rdoq: float = 0.0,
+        decoder_width: int | None = None,
     ) -> None:
         if levels < 3 or levels % 2 == 0:
             raise ConfigError(f"levels must be odd and >= 3 (zero is the middle value), got {levels}")
@@ -102,6 +105,7 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
             beta=0.0,
             phi_bias=False,
             encoder_width=encoder_width,
+            decoder_width=decoder_width,
         )
         self.half = levels // 2
         self.set_deadzone(*deadzone)

@@ -102,6 +102,9 @@ class MultiScaleResidualTokenizer(Tokenizer):
         encoder_width: channels of the encoder's first stage when it should be wider than the
             decoder's ``width`` (its stages and cap scale by the same ratio); ``None``: ``width``.
             Only encoding pays for a wider encoder.
+        decoder_width: the same for the decoder (``None``: ``width``); a wider decoder changes
+            neither the tokens nor the rate, only what the decoder makes of them, and decoding
+            pays for it.
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class MultiScaleResidualTokenizer(Tokenizer):
         beta: float = 0.25,
         phi_bias: bool = True,
         encoder_width: int | None = None,
+        decoder_width: int | None = None,
     ) -> None:
         super().__init__()
         stages = int(downsample).bit_length() - 1
@@ -133,11 +137,15 @@ class MultiScaleResidualTokenizer(Tokenizer):
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         widths = tuple(min(width * 2**i, max_width) for i in range(stages))
-        if encoder_width is not None and encoder_width < 1:
-            raise ConfigError(f"encoder_width must be >= 1, got {encoder_width}")
-        ratio = (encoder_width or width) / width
-        self.encoder = ConvEncoder(latent_dim, tuple(round(c * ratio) for c in widths), num_res_blocks)
-        self.decoder = ConvDecoder(latent_dim, widths, num_res_blocks)
+        for name, value in (("encoder_width", encoder_width), ("decoder_width", decoder_width)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+
+        def scaled(first: int | None) -> tuple[int, ...]:
+            return tuple(round(c * (first or width) / width) for c in widths)
+
+        self.encoder = ConvEncoder(latent_dim, scaled(encoder_width), num_res_blocks)
+        self.decoder = ConvDecoder(latent_dim, scaled(decoder_width), num_res_blocks)
         num_scales = self._spec.num_scales
         self.phi = SharedPhi(
             latent_dim, num_scales, max(phi_shared, 1), phi_ratio if phi_shared else 0.0, phi_bias
