@@ -111,7 +111,7 @@ def ceiling(model: CodecModel, frames: np.ndarray) -> float:
 
 
 def real_rate(
-    model: CodecModel, frames: np.ndarray, gop: int, refine_steps: int = 0, rdoq: float | None = None
+    model: CodecModel, frames: np.ndarray, gop: int, refine_steps: int | str = 0, rdoq: float | None = None
 ) -> dict[str, Any]:
     """Bits and PSNR (decoded without synthesis) of the real stream (the model's own prediction,
     context model and RDOQ setting unless ``rdoq`` is given), per prefix."""
@@ -181,10 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--refine",
-        type=int,
-        default=0,
+        default="0",
         metavar="STEPS",
-        help="encoder latent refinement steps per frame (default 0)",
+        help="encoder latent refinement steps per frame, or INTRA,PREDICTED (default 0)",
     )
     ap.add_argument(
         "--rdoq",
@@ -222,11 +221,12 @@ def main(argv: list[str] | None = None) -> int:
         frames = tensor_to_frames(x)
     try:
         refiner = LatentRefiner(model.tokenizer, args.refine)
+    except ConfigError as exc:
+        ap.error(str(exc))
+    try:
         weights = [None] if args.rdoq is None else [float(v) for v in args.rdoq.split(",")]
     except ValueError:
         ap.error(f"--rdoq takes numbers separated by commas, got {args.rdoq}")
-    except ConfigError as exc:
-        ap.error(str(exc))
     try:
         reals = [real_rate(model, frames, args.gop, args.refine, mu) for mu in weights]
     except ConfigError as exc:
