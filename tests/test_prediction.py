@@ -210,26 +210,6 @@ def test_latent_refinement_lowers_the_encoders_objective_and_keeps_streams_exact
         Codec(model, refine_steps=-1)
 
 
-def test_refinement_of_intra_frames_only():
-    """``"N,0"`` refines the first frame of a GOP (coded alone) and leaves predicted frames as the
-    encoder gave them; bad step specs are one ConfigError."""
-    from progvc.codec.refine import LatentRefiner
-
-    tok = tiny_model("mssq", prediction="loops").tokenizer
-    x = frames_to_tensor(clip()[:1])
-    with torch.inference_mode():
-        f = tok.encode_latent(x)
-        refs = tok.quantize(f).recons
-    refiner = LatentRefiner(tok, "5,0", lr=0.02)
-    assert refiner.steps == (5, 0) and LatentRefiner(tok, "4").steps == (4, 4)
-    assert not torch.equal(refiner(f, x, None), f)
-    assert torch.equal(refiner(f, x, refs), f)
-    assert LatentRefiner(tok, (0, 3))(f, x, None) is f
-    for bad in ("", "a", "1,2,3", "-1", (1,), 2.5):
-        with pytest.raises(ConfigError, match="refinement"):
-            LatentRefiner(tok, bad)
-
-
 def test_rdoq_picks_nearest_toward_zero_or_zero_by_distortion_plus_rate():
     tok = tiny_model("mssq", prediction="loops").tokenizer
     half, levels = tok.half, tok.spec.alphabet

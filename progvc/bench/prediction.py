@@ -111,7 +111,7 @@ def ceiling(model: CodecModel, frames: np.ndarray) -> float:
 
 
 def real_rate(
-    model: CodecModel, frames: np.ndarray, gop: int, refine_steps: int | str = 0, rdoq: float | None = None
+    model: CodecModel, frames: np.ndarray, gop: int, refine_steps: int = 0, rdoq: float | None = None
 ) -> dict[str, Any]:
     """Bits and PSNR (decoded without synthesis) of the real stream (the model's own prediction,
     context model and RDOQ setting unless ``rdoq`` is given), per prefix."""
@@ -181,9 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--refine",
-        default="0",
+        type=int,
+        default=0,
         metavar="STEPS",
-        help="encoder latent refinement steps per frame, or INTRA,PREDICTED (default 0)",
+        help="encoder latent refinement steps per frame (default 0)",
     )
     ap.add_argument(
         "--rdoq",

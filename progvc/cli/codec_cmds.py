@@ -57,11 +57,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--refine",
-        default="0",
+        type=int,
+        default=0,
         metavar="STEPS",
-        help="encoder latent refinement: gradient steps per frame, or INTRA,PREDICTED for the first "
-        "frame of each GOP and the others (default 0 = off; slower encoding, better quality per bit, "
-        "same decoder)",
+        help="encoder latent refinement: gradient steps per frame (default 0 = off; slower encoding, "
+        "better quality per bit, same decoder)",
     )
     p.add_argument(
         "--refine-lambda",

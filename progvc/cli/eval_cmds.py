@@ -72,10 +72,10 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="synthesis sampling seed (default 0)")
     p.add_argument(
         "--refine",
-        default="0",
+        type=int,
+        default=0,
         metavar="STEPS",
-        help="progvc's encoder latent refinement, gradient steps per frame or INTRA,PREDICTED "
-        "(default 0 = off)",
+        help="progvc's encoder latent refinement, gradient steps per frame (default 0 = off)",
     )
     p.add_argument(
         "--rdoq",

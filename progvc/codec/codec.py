@@ -75,8 +75,7 @@ class Codec:
             streams over them raise :class:`~progvc.errors.LimitExceededError` before any work.
         refine_steps: the encoder's latent refinement, in gradient steps per frame (0: off; see
             :mod:`progvc.codec.refine`): better quality per bit for about ``refine_steps`` decoder
-            passes per frame of encoding time; ``(intra, predicted)`` (or ``"N,M"``) sets the first
-            frame of each GOP apart from the predicted ones. Decoding is unchanged.
+            passes per frame of encoding time. Decoding is unchanged.
         refine_lambda: the refinement's rate weight, in MSE per bit per pixel.
         rdoq: rate-distortion optimised quantization: each token is chosen for
             ``(y - q)**2 + rdoq * bits(q)`` (squared quantization steps per bit) with the context
@@ -91,7 +90,7 @@ class Codec:
         batch_size: int = 8,
         progress: bool | None = None,
         limits: DecodeLimits | None = None,
-        refine_steps: int | str | tuple[int, int] = 0,
+        refine_steps: int = 0,
         refine_lambda: float = 0.03,
         rdoq: float | None = None,
     ) -> None:

@@ -34,50 +34,32 @@ class LatentRefiner:
     Args:
         tokenizer: a tokenizer with ``quantize(f, refs=...)`` (the multi-scale ones); its weights
             are not changed.
-        steps: Adam steps per frame (0: no refinement), or ``(intra, predicted)``: steps for
-            frames coded alone (the first of a GOP) and for frames coded against a reference.
-            With prediction loops the first frame is what every later frame starts from, so
-            ``(N, 0)`` buys much of the gain of ``N`` for a GOP's worth less encoding time.
+        steps: Adam steps per frame (0: no refinement).
         lam: weight of the rate, in MSE (of ``[0, 1]`` pixels) per bit per pixel.
         lr: Adam's learning rate on the latent.
     """
 
-    def __init__(
-        self, tokenizer: Tokenizer, steps: int | str | Sequence[int], lam: float = 0.03, lr: float = 0.01
-    ) -> None:
-        pair: tuple = (steps, steps) if isinstance(steps, int) else ()
-        if isinstance(steps, str):  # "N" or "INTRA,PREDICTED", as the commands take it
-            try:
-                pair = tuple(int(v) for v in steps.split(","))
-            except ValueError:
-                pair = ()
-            pair = pair * 2 if len(pair) == 1 else pair
-        elif isinstance(steps, Sequence):
-            pair = tuple(steps)
-        if len(pair) != 2 or not all(isinstance(n, int) and 0 <= n <= 10_000 for n in pair):
-            raise ConfigError(
-                f"refinement steps must be N or INTRA,PREDICTED, integers in [0, 10000], got {steps!r}"
-            )
+    def __init__(self, tokenizer: Tokenizer, steps: int, lam: float = 0.03, lr: float = 0.01) -> None:
+        if not isinstance(steps, int) or not 0 <= steps <= 10_000:
+            raise ConfigError(f"refinement steps must be an integer in [0, 10000], got {steps!r}")
         if not lam >= 0 or not lr > 0:
             raise ConfigError(f"refinement needs lambda >= 0 and lr > 0, got {lam} and {lr}")
         if not hasattr(tokenizer, "quantize"):
             raise ConfigError(f"tokenizer {type(tokenizer).__name__} cannot refine latents")
-        self.tokenizer, self.lam, self.lr = tokenizer, float(lam), float(lr)
-        self.steps: tuple[int, int] = pair  # (intra, predicted)
+        self.tokenizer, self.steps, self.lam, self.lr = tokenizer, steps, float(lam), float(lr)
 
     def hook(
         self, frame_of: Callable[[int], Tensor]
     ) -> Callable[[int, Tensor, list[Tensor] | None], Tensor] | None:
         """The ``refine`` hook of :func:`~progvc.codec.prediction.code_clip` for a clip whose frame ``t``
         is ``frame_of(t)`` (``[1, 3, H, W]`` in ``[0, 1]``), or ``None`` when refinement is off."""
-        if not any(self.steps):
+        if not self.steps:
             return None
         return lambda t, f, refs: self(f, frame_of(t), refs)
 
     def __call__(self, f: Tensor, frame: Tensor, refs: Sequence[Tensor] | None) -> Tensor:
         """The refined latent ``[B, C, h, w]`` of ``frame [B, 3, H, W]`` (in ``[0, 1]``), coded against ``refs``."""
-        steps = self.steps[0 if refs is None else 1]
-        if steps == 0:
+        if self.steps == 0:
             return f
         tok = self.tokenizer
         size = (frame.shape[-2], frame.shape[-1])
@@ -91,7 +73,7 @@ class LatentRefiner:
             for p in frozen:
                 p.requires_grad_(False)
             try:
-                for _ in range(steps):
+                for _ in range(self.steps):
                     res = tok.quantize(latent, refs=refs)
                     loss = torch.mean((tok.decode_latent(res.recons[-1], size) - target) ** 2)
                     if res.rate_bits is not None and self.lam:

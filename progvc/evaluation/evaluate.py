@@ -318,7 +318,7 @@ def evaluate(
     device: str = "cpu",
     seed: int = 0,
     progress: bool = True,
-    refine_steps: int | str | tuple[int, int] = 0,
+    refine_steps: int = 0,
     rdoq: float | None = None,
 ) -> EvaluationResult:
     """Evaluate progvc against the anchors on ``videos`` and write the results into ``out``.
@@ -338,8 +338,7 @@ def evaluate(
         device: where progvc and the metrics run.
         seed: synthesis sampling seed.
         progress: show a progress bar on stderr.
-        refine_steps: progvc's encoder latent refinement, steps per frame or ``(intra, predicted)``
-            (``"N,M"`` too; 0: off; :mod:`progvc.codec.refine`).
+        refine_steps: progvc's encoder latent refinement, steps per frame (0: off; :mod:`progvc.codec.refine`).
         rdoq: progvc's RDOQ rate weight (0: off; ``None``: the model's; :class:`~progvc.codec.Codec`).
     """
     from progvc.codec import Codec, CodecModel
@@ -390,7 +389,7 @@ def evaluate(
             "gop": gop,
             "synthesis": modes,
             "seed": seed,
-            "refine_steps": refine_steps if codec is None else list(codec.refiner.steps),
+            "refine_steps": refine_steps,
             "rdoq": None if codec is None else codec.rdoq,
             "deadzone": None if codec is None else getattr(codec.model.tokenizer, "deadzone", None),
         },
