@@ -174,10 +174,10 @@ def test_init_grow_widens_a_trained_network_without_changing_its_function(tmp_pa
     narrow.eval(), grown.tokenizer.eval(), plain.tokenizer.eval()
 
     def function(tok: MultiScaleScalarTokenizer):
-        f = narrow.encode_latent(x)
         return tok.encode_latent(x) if part == "encoder" else tok.decode_latent(f, (16, 24))
 
     with torch.no_grad():
+        f = narrow.encode_latent(x)
         want = function(narrow)
         assert torch.allclose(function(grown.tokenizer), want, atol=1e-5)
         assert not torch.allclose(function(plain.tokenizer), want, atol=1e-2)
