@@ -235,3 +235,43 @@ def test_bench_context_json(capsys):
     rows = json.loads(capsys.readouterr().out)["context"]
     assert [(r["frame"], r["dtype"]) for r in rows] == [("48x32", "float32"), ("48x32", "float64")]
     assert all(r["tokens_per_frame"] == 15 and r["ms_per_frame"] > 0 for r in rows)
+
+
+def test_exact_copy_products_are_exact_and_thread_invariant():
+    """The exact copy's matrix products sum integers below 2**24: any order gives the same bits."""
+    from progvc.context_models.exact import ExactLinear, exact_copy, quantize_rows
+
+    model = make("var")
+    cur, prev = [[c.double() for c in x] for x in random_inputs()]
+    exact = exact_copy(model)
+    assert not any(isinstance(m, torch.nn.Linear) for m in exact.modules())
+    q, s = quantize_rows(cur[-1].flatten(1))
+    assert q.abs().max() <= 127 and torch.equal(q, q.round())
+    lin = next(m for m in exact.modules() if isinstance(m, ExactLinear))
+    x = torch.randint(-127, 128, (50, lin.weight_q.shape[0])).float()
+    assert torch.equal((x @ lin.weight_q).double(), x.double() @ lin.weight_q.double())  # exact in float32
+    before = torch.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with torch.inference_mode():
+                runs.append(step_all(exact, cur, prev))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    # 8-bit operands move the logits a little: the model is the same model
+    with torch.inference_mode():
+        reference = step_all(make("var").double(), cur, prev)
+    assert 0 < max_diff(runs[0], reference) < 0.05
+
+
+def test_exact_copy_refuses_what_it_cannot_keep_exact():
+    from progvc.context_models.exact import ExactLinear, _attention_grid
+
+    with pytest.raises(ConfigError, match="in_features"):
+        ExactLinear(torch.nn.Linear(2048, 4))
+    assert _attention_grid(1000) == 2**16
+    assert _attention_grid(200_000) < 2**16  # fewer grid steps keep 127 * (P + L / 2) < 2**24
+    with pytest.raises(ConfigError, match="keys"):
+        _attention_grid(300_000)

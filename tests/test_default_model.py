@@ -60,3 +60,42 @@ def test_p_frames_cost_less_than_the_first_frame_of_a_gop(model):
     first, rest = sum(per_frame[0]["bits"]), [sum(f["bits"]) for f in per_frame[1:]]
     # the prediction loops converge over the first frames of a GOP: P-frames get cheaper as it goes on
     assert max(rest) < 0.75 * first and sum(rest) / len(rest) < 0.6 * first and rest[-1] < 0.45 * first
+
+
+def test_another_machine_decodes_the_stream_exactly(model, tmp_path):
+    """Encode with 2 threads here; decode in another process with 1 thread and PyTorch's
+    non-vectorized kernels (``ATEN_CPU_CAPABILITY=default``, as on a CPU without AVX2): the same
+    tokens come back. A float32 context model fails this (docs/benchmarks.md)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    import torch
+
+    frames, _ = read_video(sample_clip("carphone"), max_frames=2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        codec = Codec(model, progress=False)
+        data = codec.compress(frames, gop=2)
+        expected = next(codec.iter_tokens(data))  # the encoder's own tables
+    finally:
+        torch.set_num_threads(before)
+    (tmp_path / "s.pgv").write_bytes(data)
+    script = textwrap.dedent(
+        f"""
+        import torch
+        torch.set_num_threads(1)
+        from progvc.codec import Codec, CodecModel
+        codec = Codec(CodecModel.load("default"), progress=False)
+        tokens = next(codec.iter_tokens(open({str(tmp_path / "s.pgv")!r}, "rb").read()))
+        torch.save(tokens, {str(tmp_path / "tokens.pt")!r})
+        """
+    )
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr
+    decoded = torch.load(tmp_path / "tokens.pt", weights_only=True)
+    assert len(decoded) == len(expected) == 8
+    assert all(torch.equal(a, b) for a, b in zip(decoded, expected))

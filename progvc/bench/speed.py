@@ -22,8 +22,10 @@ synthesis (half the scales received, the rest sampled) and encoding:
 ``raw_coder`` is constriction alone (``RangeEncoder`` / ``RangeDecoder`` with a lazy categorical)
 on the same symbols and tables, and ``tables_coder_vs_raw`` the ratio of ``tables + coder`` to
 it: the cost of progvc's coding path over the bare coder. ``precision`` compares the context
-model in float32 and float64 on the frame's real inputs: milliseconds per frame, and the fraction
-of table entries that differ between 1 and 2 threads (the coder needs 0).
+model in float64 (the codec's), float32 and with exact products
+(:func:`~progvc.context_models.exact.exact_copy`) on the frame's real inputs: milliseconds per
+frame, the table entries that differ between 1 and 2 threads (the coder needs 0) and the bits
+per frame of the encoder's symbols under each variant's tables.
 """
 
 from __future__ import annotations
@@ -257,7 +259,7 @@ def breakdown(codec: Codec, frames: np.ndarray, repeats: int) -> dict[str, Any]:
                 "encode_ms_per_frame": round(1e3 * enc / n, 3),
                 "decode_ms_per_frame": round(1e3 * dec / n, 3),
             }
-            out["precision"] = precision_report(codec, timers.inputs, n)
+            out["precision"] = precision_report(codec, timers.inputs, n, timers.chunks)
         out[name] = row
     for name, raw in (("decode", "decode_ms_per_frame"), ("encode", "encode_ms_per_frame")):
         ms = out[name]["ms_per_frame"]
@@ -268,9 +270,15 @@ def breakdown(codec: Codec, frames: np.ndarray, repeats: int) -> dict[str, Any]:
     return out
 
 
-def precision_report(codec: Codec, inputs: list, num_frames: int) -> dict[str, Any]:
-    """The context model in float32 vs float64 on recorded inputs: ms per frame and table mismatches across thread counts."""
+def precision_report(codec: Codec, inputs: list, num_frames: int, chunks: list | None = None) -> dict[str, Any]:
+    """The context model in float64, float32 and with exact products on recorded inputs.
+
+    Per variant: ms per frame (one thread), table entries that differ between 1 and 2 threads
+    (the coder needs 0) and, given the encoder's ``chunks`` (one per ``step`` call, in order), the
+    bits per frame of their symbols under the variant's tables (the rate the variant would code).
+    """
     from progvc.coders.tables import logits_to_tables
+    from progvc.context_models.exact import exact_copy
 
     model32 = copy.deepcopy(codec.model.context_model).float().eval()
     report: dict[str, Any] = {}
@@ -278,6 +286,7 @@ def precision_report(codec: Codec, inputs: list, num_frames: int) -> dict[str, A
     for label, model, dtype in (
         ("float64", codec._context64, torch.float64),
         ("float32", model32, torch.float32),
+        ("exact", exact_copy(codec.model.context_model), torch.float64),
     ):
         tables = {}
         for threads in (1, 2):
@@ -292,14 +301,25 @@ def precision_report(codec: Codec, inputs: list, num_frames: int) -> dict[str, A
                     logits = model.step(state, k, cur.to(dtype), None if prev is None else prev.to(dtype))
                     seconds += CLOCK() - start
                     out.append(logits_to_tables(logits.reshape(-1, logits.shape[-1])))
-            tables[threads] = torch.cat(out) if out else torch.empty(0)
+            tables[threads] = out
             if threads == 1:
                 report[f"{label}_ms_per_frame"] = round(1e3 * seconds / num_frames, 3)
-        diff = (tables[1].view(torch.int32) != tables[2].view(torch.int32)).sum()
+        one, two = (torch.cat(tables[n]) if tables[n] else torch.empty(0) for n in (1, 2))
+        diff = (one.view(torch.int32) != two.view(torch.int32)).sum()
         report[f"{label}_table_entries_differing_1_vs_2_threads"] = int(diff)
+        if chunks is not None and len(chunks) == len(tables[1]):
+            bits = sum(_chunk_bits(t, s) for t, (s, _) in zip(tables[1], chunks))
+            report[f"{label}_bits_per_frame"] = round(bits / num_frames, 1)
     torch.set_num_threads(before)
-    report["table_entries"] = int(tables[1].numel())
+    report["table_entries"] = int(one.numel())
     return report
+
+
+def _chunk_bits(tables: torch.Tensor, symbols: np.ndarray) -> float:
+    """Bits of ``symbols [N]`` under float tables ``[N, A]`` (each row normalised; float64 sums)."""
+    t = tables.double()
+    p = t.gather(1, torch.as_tensor(symbols, dtype=torch.int64)[:, None]).squeeze(1) / t.sum(1)
+    return float(-torch.log2(p).sum())
 
 
 def run_breakdown(model: CodecModel, sizes, threads, frames_per_run: int, repeats: int) -> list[dict]:
@@ -340,9 +360,12 @@ def format_breakdown(rows: list[dict]) -> str:
         lines.append(
             f"{'':<8} {'':>3} raw coder: {raw['symbols_per_frame']} symbols/frame of {raw['alphabet']}, "
             f"{raw['encode_ms_per_frame']:.2f} ms enc / {raw['decode_ms_per_frame']:.2f} ms dec per frame; "
-            f"context float64 {p['float64_ms_per_frame']:.1f} ms vs float32 {p['float32_ms_per_frame']:.1f} ms, "
-            f"entries differing 1 vs 2 threads: float64 {p['float64_table_entries_differing_1_vs_2_threads']}, "
-            f"float32 {p['float32_table_entries_differing_1_vs_2_threads']} of {p['table_entries']}"
+            f"context ms / entries differing 1 vs 2 threads (of {p['table_entries']}) / bits per frame: "
+            + ", ".join(
+                f"{v} {p[v + '_ms_per_frame']:.1f} / {p[v + '_table_entries_differing_1_vs_2_threads']}"
+                f" / {p.get(v + '_bits_per_frame', '-')}"
+                for v in ("float64", "float32", "exact")
+            )
         )
     return "\n".join(lines)
 

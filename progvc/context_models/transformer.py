@@ -20,23 +20,25 @@ from torch import Tensor, nn
 
 @dataclass
 class KVCache:
-    """Keys and values ``[B, heads, L, head_dim]`` of every token seen so far by one attention layer."""
+    """Per-token tensors ``[B, heads, L, *]`` of every token seen so far by one attention layer.
 
-    keys: Tensor | None = None
-    values: Tensor | None = None
+    :class:`Attention` keeps keys and values; an exact copy
+    (:mod:`progvc.context_models.exact`) keeps integer keys and values with their scales.
+    """
+
+    parts: tuple[Tensor, ...] = ()
 
     @property
     def length(self) -> int:
         """Number of cached tokens ``L``."""
-        return 0 if self.keys is None else self.keys.shape[2]
+        return self.parts[0].shape[2] if self.parts else 0
 
-    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Add ``k, v [B, heads, L_new, head_dim]`` and return all keys and values, old first."""
-        if self.keys is not None:
-            k = torch.cat([self.keys, k], dim=2)
-            v = torch.cat([self.values, v], dim=2)
-        self.keys, self.values = k, v
-        return k, v
+    def append(self, *parts: Tensor) -> tuple[Tensor, ...]:
+        """Add the new tokens' tensors ``[B, heads, L_new, *]`` and return all of them, old first."""
+        if self.parts:
+            parts = tuple(torch.cat([old, new], dim=2) for old, new in zip(self.parts, parts, strict=True))
+        self.parts = tuple(parts)
+        return self.parts
 
 
 class Attention(nn.Module):
