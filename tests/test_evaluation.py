@@ -17,7 +17,7 @@ from progvc.codec import Codec, CodecModel
 from progvc.errors import ConfigError
 from progvc.evaluation.anchors import ANCHORS, encode_decode, strip_sei, sweep
 from progvc.evaluation.evaluate import evaluate
-from progvc.evaluation.rd import bd_rate, plot_rd, write_csv, write_json
+from progvc.evaluation.rd import bd_rate, pareto_front, plot_rd, write_csv, write_json
 from progvc.evaluation.report import OutputExistsError, format_table, prepare_output_dir
 from progvc.io import read_video, sample_clip, write_video
 
@@ -122,6 +122,17 @@ def test_bd_rate_for_distances_and_undefined_cases():
         24.0,
         32.0,
     )  # dropped, not propagated
+
+
+def test_pareto_front_drops_dominated_points_and_bd_rate_ignores_them():
+    rates = [0.01, 0.02, 0.015, 0.04, 0.03, 0.05]
+    psnr = [24.0, 27.0, 23.0, 26.5, 29.0, 29.0]  # 0.015 and 0.04 are beaten by cheaper points, 0.05 ties 0.03
+    assert pareto_front(rates, psnr) == [0, 1, 4]
+    assert pareto_front(rates, [-q for q in psnr], higher_is_better=False) == [0, 1, 4]  # a distance
+    assert pareto_front([0.01, float("nan"), 0.02], [20.0, 30.0, float("nan")]) == [0]
+    front = [0, 1, 4]
+    clean = bd_rate(RATES, QUALITY, [rates[i] for i in front], [psnr[i] for i in front])
+    assert bd_rate(RATES, QUALITY, rates, psnr).percent == pytest.approx(clean.percent)
 
 
 # ---------------------------------------------------------------- reports
@@ -238,6 +249,24 @@ def test_evaluate_cli_errors_are_one_line(tiny_files, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "progvc: error: unknown anchor 'vp9'; known: x264, x265, svtav1"
     assert main([*base, "--synthesis", "magic", "--out", str(tmp_path / "b")]) == 2
     assert "unknown synthesis mode 'magic'" in capsys.readouterr().err
+
+
+def test_evaluate_sweeps_rdoq_weights_into_one_curve(tiny_files, tmp_path, capsys):
+    base = ["evaluate", str(tiny_files / "clip.y4m"), "--model", str(tiny_files / "tiny.pt"), "--quiet"]
+    opts = ["--frames", "2", "--gop", "2", "--anchors", "x264", "--synthesis", "none", "--no-perceptual"]
+    out = tmp_path / "sweep"
+    assert main([*base, *opts, "--rdoq", "0,0.5", "--out", str(out)]) == 0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["settings"]["rdoq"] == [0.0, 0.5]
+    progvc = [p for p in saved["points"] if p["codec"] == "progvc-nosynth"]
+    assert [p["setting"] for p in progvc] == [f"rdoq={w} scales={k}/4" for w in ("0", "0.5") for k in range(1, 5)]
+    assert [p["rdoq"] for p in progvc] == [0.0] * 4 + [0.5] * 4
+    capsys.readouterr()
+    assert main([*base, *opts, "--rdoq", "0.1,0.1", "--out", str(tmp_path / "twice")]) == 2
+    assert "distinct" in capsys.readouterr().err and not (tmp_path / "twice").exists()
+    with pytest.raises(SystemExit):
+        main([*base, *opts, "--rdoq", "-1", "--out", str(tmp_path / "neg")])
+    assert "weights must be >= 0" in capsys.readouterr().err
 
 
 def test_evaluate_cli_anchors_only_in_bitrate_mode(tiny_files, tmp_path, capsys):

@@ -28,6 +28,16 @@ def _rates(text: str) -> list[float]:
     return rates
 
 
+def _weights(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"weights must be >= 0, got {text!r}")
+    return values
+
+
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Register ``evaluate`` and ``demo`` on ``progvc``'s parser."""
     from progvc.evaluation.anchors import ANCHORS
@@ -79,9 +89,10 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--rdoq",
-        type=float,
-        metavar="MU",
-        help="progvc's RDOQ rate weight, squared steps per bit (0 = off; default: the model's)",
+        type=_weights,
+        metavar="MU[,MU...]",
+        help="progvc's RDOQ rate weight, squared steps per bit (0 = off; default: the model's); "
+        "several: one stream each, on one curve per synthesis mode (an encoder sweep)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_evaluate)

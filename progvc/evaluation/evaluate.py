@@ -172,8 +172,12 @@ def _progvc_points(
     synthesis: Sequence[str],
     seed: int,
     step: Callable[[str], None],
+    tag: str = "",
 ) -> list[dict]:
-    """progvc's points: compress once, decode every prefix of ``k`` scales in every synthesis mode."""
+    """progvc's points: compress once, decode every prefix of ``k`` scales in every synthesis mode.
+
+    ``tag`` prefixes every point's setting (``"rdoq=0.1 "`` when several encoder settings share a curve).
+    """
     num = len(frames)
     start = time.perf_counter()
     data = codec.compress(frames, gop=gop, fps=fps)
@@ -196,15 +200,16 @@ def _progvc_points(
                 _point(
                     name,
                     synthesis_label(mode),
-                    f"scales={k}/{num_scales}",
+                    f"{tag}scales={k}/{num_scales}",
                     bits,
                     frames,
+                    rdoq=codec.rdoq,
                     **scores,
                     encode_fps=num / encode_seconds,
                     decode_fps=num / decode_seconds,
                 )
             )
-            step(f"{name} progvc {k}/{num_scales} {mode}")
+            step(f"{name} progvc {tag}{k}/{num_scales} {mode}")
     return points
 
 
@@ -227,7 +232,9 @@ def evaluate_video(
         name: the video's name in the points.
         frames: uint8 ``[T, H, W, 3]``.
         fps: frame rate.
-        codec: a :class:`progvc.codec.Codec`, or None for the anchors alone.
+        codec: a :class:`progvc.codec.Codec`, a list of them (one stream each, e.g. several RDOQ
+            weights: their points join one curve per synthesis mode, whose Pareto front the
+            BD-rates and plots use), or None for the anchors alone.
         meter: the quality metrics.
         anchors: anchor names (keys of :data:`~progvc.evaluation.anchors.ANCHORS`).
         gop: frames per GOP, for progvc and the anchors alike.
@@ -239,8 +246,10 @@ def evaluate_video(
     step = step or (lambda _desc: None)
     num = len(frames)
     points: list[dict] = []
-    if codec is not None:
-        points += _progvc_points(name, frames, fps, codec, meter, gop, synthesis, seed, step)
+    codecs = [] if codec is None else codec if isinstance(codec, list) else [codec]
+    for c in codecs:
+        tag = f"rdoq={c.rdoq:g} " if len(codecs) > 1 else ""
+        points += _progvc_points(name, frames, fps, c, meter, gop, synthesis, seed, step, tag)
     for anchor in anchors:
         for result in sweep(frames, anchor, bpps=anchor_bpps, gop=gop, fps=fps):
             scores = meter.score(result.frames, frames)
@@ -319,7 +328,7 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
     refine_steps: int = 0,
-    rdoq: float | None = None,
+    rdoq: float | Sequence[float] | None = None,
 ) -> EvaluationResult:
     """Evaluate progvc against the anchors on ``videos`` and write the results into ``out``.
 
@@ -339,7 +348,9 @@ def evaluate(
         seed: synthesis sampling seed.
         progress: show a progress bar on stderr.
         refine_steps: progvc's encoder latent refinement, steps per frame (0: off; :mod:`progvc.codec.refine`).
-        rdoq: progvc's RDOQ rate weight (0: off; ``None``: the model's; :class:`~progvc.codec.Codec`).
+        rdoq: progvc's RDOQ rate weight (0: off; ``None``: the model's; :class:`~progvc.codec.Codec`),
+            or several: one stream each, all on one curve per synthesis mode (an encoder sweep,
+            like the anchors' crf sweeps; the BD-rates use the curve's Pareto front).
     """
     from progvc.codec import Codec, CodecModel
     from progvc.io import read_video
@@ -350,13 +361,15 @@ def evaluate(
         raise ConfigError(f"frames must be >= 1, got {frames}")
     for name in anchors:
         get_anchor(name)
+    weights_rdoq = [rdoq] if rdoq is None or isinstance(rdoq, int | float) else list(rdoq)
+    if not weights_rdoq or len(set(weights_rdoq)) != len(weights_rdoq):
+        raise ConfigError(f"rdoq: give distinct weights, got {rdoq!r}")
     out = prepare_output_dir(out, OUTPUT_PATTERNS, force)
-    codec = (
-        Codec(CodecModel.load(model), device=device, refine_steps=refine_steps, rdoq=rdoq)
-        if model is not None
-        else None
-    )
-    modes = list(synthesis) if codec is not None else []
+    codecs = []
+    if model is not None:
+        loaded = CodecModel.load(model)
+        codecs = [Codec(loaded, device=device, refine_steps=refine_steps, rdoq=r) for r in weights_rdoq]
+    modes = list(synthesis) if codecs else []
     points: list[dict] = []
     skipped: dict[str, str] = {}
     metrics: list[str] = []
@@ -369,12 +382,12 @@ def evaluate(
         meter = QualityMeter.build(clip.shape[1:3], len(clip), weights, perceptual, device)
         skipped.update(meter.skipped)
         metrics += [m for m in meter.names if m not in metrics]
-        steps = sum(len(anchor_bpps or get_anchor(a).sweep) for a in anchors) + (
-            codec.spec.num_scales * len(modes) if codec else 0
+        steps = sum(len(anchor_bpps or get_anchor(a).sweep) for a in anchors) + sum(
+            c.spec.num_scales * len(modes) for c in codecs
         )
         with tqdm(total=steps, desc=name, file=sys.stderr, disable=not progress, leave=False) as bar:
             points += evaluate_video(
-                name, clip, fps, codec, meter, anchors, gop, modes, seed, lambda _d: bar.update(), anchor_bpps
+                name, clip, fps, codecs or None, meter, anchors, gop, modes, seed, lambda _d: bar.update(), anchor_bpps
             )
     for name in metrics:
         skipped.pop(name, None)  # computed for some video after all
@@ -390,8 +403,8 @@ def evaluate(
             "synthesis": modes,
             "seed": seed,
             "refine_steps": refine_steps,
-            "rdoq": None if codec is None else codec.rdoq,
-            "deadzone": None if codec is None else getattr(codec.model.tokenizer, "deadzone", None),
+            "rdoq": [c.rdoq for c in codecs] if len(codecs) > 1 else codecs[0].rdoq if codecs else None,
+            "deadzone": getattr(codecs[0].model.tokenizer, "deadzone", None) if codecs else None,
         },
         "anchors": {a: get_anchor(a).describe(gop, bitrate=anchor_bpps is not None) for a in anchors},
         "anchor_bpps": None if anchor_bpps is None else list(anchor_bpps),
@@ -405,5 +418,5 @@ def evaluate(
         files.append(write_csv(bd_rates, out / "bd_rate.csv"))
     for name in names:
         for metric in metrics:
-            files.append(plot_rd(points, name, metric, out / f"rd_{name}_{metric}.png"))
+            files.append(plot_rd(points, name, metric, out / f"rd_{name}_{metric}.png", directions[metric]))
     return EvaluationResult(points, bd_rates, skipped, files, summarize(points, bd_rates, skipped, metrics))

@@ -41,19 +41,35 @@ class BDRate:
     overlap: tuple[float, float] = (math.nan, math.nan)
 
 
+def pareto_front(rates: Sequence[float], quality: Sequence[float], higher_is_better: bool = True) -> list[int]:
+    """Indices of the points no other point beats, cheapest first: each is better than every cheaper one.
+
+    A point that another reaches at no more rate with at least its quality is never the best
+    operating point (a cut whose quality falls, or one encoder setting below another's curve);
+    points with a non-finite or non-positive rate or quality are left out.
+    """
+    sign = 1.0 if higher_is_better else -1.0
+    order = sorted(
+        (i for i, (r, q) in enumerate(zip(rates, quality)) if math.isfinite(r) and r > 0 and math.isfinite(q)),
+        key=lambda i: (rates[i], -sign * quality[i]),
+    )
+    front: list[int] = []
+    for i in order:
+        if not front or sign * quality[i] > sign * quality[front[-1]]:
+            front.append(i)
+    return front
+
+
 def _curve(
     rates: Sequence[float], quality: Sequence[float], sign: float
 ) -> tuple[np.ndarray, np.ndarray] | str:
-    """Sorted (quality, log-rate) of a curve, one point per quality value; a reason string when unusable."""
-    r = np.asarray(rates, dtype=np.float64)
-    q = sign * np.asarray(quality, dtype=np.float64)
-    keep = np.isfinite(r) & np.isfinite(q) & (r > 0)
-    r, q = r[keep], q[keep]
-    q_unique = np.unique(q)  # sorted
-    if q_unique.size < 2:
-        return f"{q_unique.size} distinct finite point(s), need 2"
-    log_r = np.array([np.log(r[q == v].min()) for v in q_unique])  # equal quality: the cheapest point
-    return q_unique, log_r
+    """Sorted (quality, log-rate) of a curve's :func:`pareto_front`; a reason string when unusable."""
+    front = pareto_front(rates, quality, sign > 0)
+    if len(front) < 2:
+        return f"{len(front)} distinct finite point(s) on its Pareto front, need 2"
+    q = sign * np.asarray([quality[i] for i in front], dtype=np.float64)
+    log_r = np.log(np.asarray([rates[i] for i in front], dtype=np.float64))
+    return q, log_r
 
 
 def bd_rate(
@@ -65,7 +81,7 @@ def bd_rate(
 ) -> BDRate:
     """Bjontegaard delta rate (VCEG-M33) with piecewise cubic (PCHIP) interpolation.
 
-    Log-rate is interpolated as a function of quality for each curve (monotone PCHIP, as in
+    Each curve is reduced to its :func:`pareto_front` (the operating points worth choosing). Log-rate is interpolated as a function of quality for each curve (monotone PCHIP, as in
     JCTVC-L0242 / the HM and VTM reporting sheets), both are integrated over the quality range the two
     curves share, and the mean log-rate difference ``d`` gives ``100 * (exp(d) - 1)`` percent.
 
@@ -177,25 +193,35 @@ def write_csv(rows: Sequence[Mapping], path: str | Path) -> Path:
     return path
 
 
-def plot_rd(points: Sequence[Mapping], video: str, metric: str, path: str | Path) -> Path:
-    """One RD plot (PNG): ``metric`` against bpp for every codec of ``video``."""
+def plot_rd(
+    points: Sequence[Mapping], video: str, metric: str, path: str | Path, higher_is_better: bool = True
+) -> Path:
+    """One RD plot (PNG): ``metric`` against bpp for every codec of ``video``.
+
+    Each curve's line joins its :func:`pareto_front`; points off the front are drawn as crosses.
+    """
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig = Figure(figsize=(6, 4.5), dpi=120)
     ax = fig.subplots()
     for codec, curve in curves_of(points, video).items():
-        xs = [p["bpp"] for p in curve if p.get(metric) is not None and math.isfinite(p[metric])]
-        ys = [p[metric] for p in curve if p.get(metric) is not None and math.isfinite(p[metric])]
-        if xs:
-            ax.plot(
-                xs,
-                ys,
-                marker="o",
-                markersize=3,
-                label=codec,
-                linestyle="--" if "progvc" not in codec else "-",
-            )
+        finite = [p for p in curve if p.get(metric) is not None and math.isfinite(p[metric])]
+        if not finite:
+            continue
+        xs, ys = [p["bpp"] for p in finite], [p[metric] for p in finite]
+        front = pareto_front(xs, ys, higher_is_better)
+        (line,) = ax.plot(
+            [xs[i] for i in front],
+            [ys[i] for i in front],
+            marker="o",
+            markersize=3,
+            label=codec,
+            linestyle="--" if "progvc" not in codec else "-",
+        )
+        off = [i for i in range(len(xs)) if i not in set(front)]
+        if off:  # points off the front (a cut or a setting that another beats): markers only
+            ax.plot([xs[i] for i in off], [ys[i] for i in off], "x", markersize=4, color=line.get_color(), alpha=0.6)
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
