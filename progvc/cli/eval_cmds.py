@@ -18,24 +18,23 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def _rates(text: str) -> list[float]:
-    try:
-        rates = [float(v) for v in _names(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not rates or min(rates) <= 0:
-        raise argparse.ArgumentTypeError(f"rates must be > 0, got {text!r}")
-    return rates
-
-
-def _weights(text: str) -> list[float]:
+def _numbers(text: str, what: str, allow_zero: bool) -> list[float]:
+    """Comma-separated numbers, all > 0 (or >= 0 with ``allow_zero``); argparse errors otherwise."""
     try:
         values = [float(v) for v in _names(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"weights must be >= 0, got {text!r}")
+    if not values or min(values) < 0 or (not allow_zero and min(values) == 0):
+        raise argparse.ArgumentTypeError(f"{what} must be {'>=' if allow_zero else '>'} 0, got {text!r}")
     return values
+
+
+def _rates(text: str) -> list[float]:
+    return _numbers(text, "rates", allow_zero=False)
+
+
+def _weights(text: str) -> list[float]:
+    return _numbers(text, "weights", allow_zero=True)
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
