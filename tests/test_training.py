@@ -357,3 +357,41 @@ def test_swapping_the_tokenizer_to_bitwise_relinks_the_context_model(tmp_path):
     assert cfg["tokenizer"]["name"] == "msbsq"
     ctx = cfg["context_model"]["init_args"]
     assert (ctx["groups"], ctx["alphabet"], ctx["num_scales"]) == (6, 2, 4)  # G = 6 bits of A = 2 values
+
+
+def test_init_grow_widens_the_latent_without_changing_the_frames_or_old_logits(tmp_path):
+    """More latent channels (``latent_dim`` 4 -> 8) with ``init_grow``: the tokenizer decodes the
+    same frames (new channels are read by zero weights) and the context model gives the old
+    channels' symbols the same logits."""
+    from progvc.context_models.var import VARContextModel
+    from progvc.tokenizers.mssq import MultiScaleScalarTokenizer
+    from progvc.training.module import load_matching_weights
+
+    args = dict(levels=5, scales=(1, 2), downsample=4, width=4, max_width=8)
+
+    def module(c: int) -> ProgVCModule:
+        tok = MultiScaleScalarTokenizer(latent_dim=c, **args)
+        ctx = VARContextModel(**tok.spec.context_args(), width=16, depth=1, heads=2)
+        return ProgVCModule(tok, ctx, stage="tokenizer", perceptual_weight=0, adv_weight=0)
+
+    torch.manual_seed(0)
+    narrow = module(4)
+    with torch.no_grad():  # "trained": no weight left at its init value
+        for p in narrow.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    file = tmp_path / "narrow.ckpt"
+    torch.save({"state_dict": narrow.state_dict()}, file)
+    grown = module(8)
+    loaded, skipped = load_matching_weights(grown, file, grow=True)
+    assert "tokenizer.log_step" in loaded and not any(".rate_models." in k for k in skipped)
+    for m in (narrow, grown):
+        m.eval()
+    x = torch.rand(2, 3, 16, 24)
+    with torch.no_grad():
+        want, got = narrow.tokenizer(x), grown.tokenizer(x)
+        assert torch.allclose(got.recon, want.recon, atol=1e-5)
+        assert all(torch.equal(a, b[..., :4]) for a, b in zip(want.tokens, got.tokens))
+        cur = [torch.randn(2, 8, h, w) for h, w in grown.tokenizer.spec.scale_sizes(16, 24)]
+        old = narrow.context_model([c[:, :4] for c in cur])
+        new = grown.context_model(cur)
+        assert all(torch.allclose(b[:, :, :4], a, atol=1e-5) for a, b in zip(old, new))

@@ -22,13 +22,15 @@ from torch import Tensor, nn
 GROWABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.GroupNorm)
 
 
-def grow_tensor(old: Tensor, init: Tensor) -> Tensor | None:
+def grow_tensor(old: Tensor, init: Tensor, cross_zero: bool = True) -> Tensor | None:
     """``old`` copied into the leading slice of ``init`` (a wider tensor of the same kind), or ``None``.
 
     For weights of two or more dims (``[out, in, ...]``) the block ``[:out_old, in_old:]`` is set
     to zero, so that new input channels do not reach old outputs; 1-D tensors (bias, norm
-    affine) copy their leading ``n`` entries. ``None`` when ``init`` is not at least as large as
-    ``old`` in every dimension (or the kernels differ).
+    affine) copy their leading ``n`` entries. With ``cross_zero=False`` (per-channel parameters,
+    such as one quantization step per scale and channel) nothing is zeroed: new channels keep
+    their fresh values. ``None`` when ``init`` is not at least as large as ``old`` in every
+    dimension (or the kernels differ).
     """
     if old.dim() != init.dim() or any(a > b for a, b in zip(old.shape, init.shape)):
         return None
@@ -37,7 +39,7 @@ def grow_tensor(old: Tensor, init: Tensor) -> Tensor | None:
     out = init.detach().clone()
     lead = tuple(slice(0, n) for n in old.shape)
     out[lead] = old.to(out.dtype)
-    if old.dim() >= 2:
+    if cross_zero and old.dim() >= 2:
         out[: old.shape[0], old.shape[1] :] = 0
     return out
 
@@ -50,4 +52,24 @@ def growable_keys(module: nn.Module) -> set[str]:
         if isinstance(sub, GROWABLE):
             prefix = f"{name}." if name else ""
             keys.update(prefix + p for p, _ in sub.named_parameters(recurse=False))
+    return keys
+
+
+def per_channel_keys(module: nn.Module) -> set[str]:
+    """State-dict keys of parameters indexed by latent channel, grown with ``cross_zero=False``.
+
+    A module names them in a ``per_channel_parameters`` attribute (the scalar tokenizer's
+    ``log_step [K, C]``); every parameter of a CompressAI entropy bottleneck (``[C, ...]``) counts
+    too. Growing the latent this way (more channels, ``latent_dim``) keeps what the old channels
+    compute: the encoder's new outputs are fresh, the decoder's weights from them are zero.
+    """
+    from compressai.entropy_models import EntropyBottleneck
+
+    keys = set()
+    for name, sub in module.named_modules():
+        prefix = f"{name}." if name else ""
+        names = getattr(sub, "per_channel_parameters", ())
+        if isinstance(sub, EntropyBottleneck):
+            names = [p for p, _ in sub.named_parameters()]
+        keys.update(prefix + p for p in names)
     return keys

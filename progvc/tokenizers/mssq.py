@@ -112,6 +112,7 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
         self.set_rdoq(rdoq)
         num_scales = self.spec.num_scales
         self.log_step = nn.Parameter(torch.full((num_scales, latent_dim), math.log(init_step)))
+        self.per_channel_parameters = ("log_step",)  # grown channel by channel (progvc.nn.grow)
         self.rate_models = (
             nn.ModuleList(EntropyBottleneck(latent_dim) for _ in range(num_scales)) if rate_model else None
         )

@@ -36,7 +36,7 @@ from progvc.codec.prediction import ClipCode, check_mode, code_clip
 from progvc.context_models import CONTEXT_MODELS, ContextModel, cross_entropy_bits, scale_inputs
 from progvc.errors import ConfigError, WeightsNotFoundError
 from progvc.metrics import MSSSIM, PSNR, BitsPerPixel, HaarPSI
-from progvc.nn.grow import grow_tensor, growable_keys
+from progvc.nn.grow import grow_tensor, growable_keys, per_channel_keys
 from progvc.tokenizers import TOKENIZERS, Tokenizer
 from progvc.training.losses import (
     PatchDiscriminator,
@@ -84,7 +84,8 @@ def load_matching_weights(
     ``path`` is a Lightning checkpoint (``state_dict``) or a progvc model file; it is read with
     ``weights_only=True``. With ``grow``, a convolution, linear or GroupNorm weight of
     ``module`` that is wider than the file's is loaded into its leading slice, function-preserving
-    (:mod:`progvc.nn.grow`). Returns ``(loaded, skipped)`` key lists.
+    (:mod:`progvc.nn.grow`), and so is a per-channel parameter of a wider latent
+    (:func:`~progvc.nn.grow.per_channel_keys`). Returns ``(loaded, skipped)`` key lists.
     """
     path = Path(path)
     if not path.is_file():
@@ -94,7 +95,8 @@ def load_matching_weights(
     if not isinstance(state, dict):
         raise ConfigError(f"init_from: {path} holds no state dict")
     own = module.state_dict()
-    growable = growable_keys(module) if grow else set()
+    per_channel = per_channel_keys(module) if grow else set()
+    growable = growable_keys(module) | per_channel if grow else set()
     loaded, skipped = [], []
     matching = {}
     for key, value in state.items():
@@ -105,7 +107,7 @@ def load_matching_weights(
         elif (
             key in growable
             and isinstance(value, Tensor)
-            and (grown := grow_tensor(value, own[key])) is not None
+            and (grown := grow_tensor(value, own[key], cross_zero=key not in per_channel)) is not None
         ):
             matching[key] = grown
         else:
