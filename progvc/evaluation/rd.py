@@ -81,7 +81,8 @@ def bd_rate(
 ) -> BDRate:
     """Bjontegaard delta rate (VCEG-M33) with piecewise cubic (PCHIP) interpolation.
 
-    Each curve is reduced to its :func:`pareto_front` (the operating points worth choosing). Log-rate is interpolated as a function of quality for each curve (monotone PCHIP, as in
+    Each curve is reduced to its :func:`pareto_front` (the operating points worth choosing).
+    Log-rate is interpolated as a function of quality for each curve (monotone PCHIP, as in
     JCTVC-L0242 / the HM and VTM reporting sheets), both are integrated over the quality range the two
     curves share, and the mean log-rate difference ``d`` gives ``100 * (exp(d) - 1)`` percent.
 
