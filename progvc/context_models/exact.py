@@ -92,6 +92,8 @@ class ExactAttention(nn.Module):
     def __init__(self, attn: Attention) -> None:
         super().__init__()
         self.heads = attn.heads
+        if (attn.qkv.in_features // attn.heads) * QMAX * QMAX >= EXACT_LIMIT:
+            raise ConfigError(f"exact attention needs a head width < {EXACT_LIMIT // QMAX**2}")
         self.qkv = ExactLinear(attn.qkv)
         self.proj = ExactLinear(attn.proj)
 
@@ -103,8 +105,6 @@ class ExactAttention(nn.Module):
         vi, vs = quantize_rows(v)
         if cache is not None:
             ki, ks, vi, vs = cache.append(ki, ks, vi, vs)
-        if qi.shape[-1] * QMAX * QMAX >= EXACT_LIMIT:
-            raise ConfigError(f"exact attention needs a head width < {EXACT_LIMIT // QMAX**2}")
         scores = (qi @ ki.transpose(-1, -2)).double() * qs * ks.transpose(-1, -2) * qi.shape[-1] ** -0.5
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))

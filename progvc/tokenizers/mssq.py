@@ -64,6 +64,9 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
         phi has no bias (zero tokens must add nothing).
     """
 
+    #: parameters indexed by latent channel, grown channel by channel (:func:`progvc.nn.grow.per_channel_keys`)
+    per_channel_parameters = ("log_step",)
+
     encoder_only_args = ("deadzone", "rdoq", "encoder_width")  # (the encoder's weights are hashed anyway)
     late_args = {"decoder_width": None}
 
@@ -112,7 +115,6 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
         self.set_rdoq(rdoq)
         num_scales = self.spec.num_scales
         self.log_step = nn.Parameter(torch.full((num_scales, latent_dim), math.log(init_step)))
-        self.per_channel_parameters = ("log_step",)  # grown channel by channel (progvc.nn.grow)
         self.rate_models = (
             nn.ModuleList(EntropyBottleneck(latent_dim) for _ in range(num_scales)) if rate_model else None
         )
