@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from progvc.context_models import CONTEXT_MODELS, ContextModel, cross_entropy_bits, scale_inputs
+from progvc.context_models import (
+    CONTEXT_MODELS,
+    ContextModel,
+    cross_entropy_bits,
+    interpolated_bits,
+    scale_inputs,
+)
 from progvc.context_models.common import step_all
 from progvc.errors import ConfigError
 from progvc.io import read_video, sample_clip
@@ -275,3 +281,28 @@ def test_exact_copy_refuses_what_it_cannot_keep_exact():
     assert _attention_grid(200_000) < 2**16  # fewer grid steps keep 127 * (P + L / 2) < 2**24
     with pytest.raises(ConfigError, match="keys"):
         _attention_grid(300_000)
+
+
+def test_interpolated_bits_are_the_code_length_at_tokens_and_linear_between_them():
+    """The joint stage's rate: exact cross-entropy at integer values, the chord between neighbours
+    elsewhere, and its slope (what moving toward a cheaper token saves) as the gradient."""
+    gen = torch.Generator().manual_seed(0)
+    logits = [torch.randn(2, 6, 3, 9, generator=gen), torch.randn(2, 4, 3, 9, generator=gen)]
+    tokens = [
+        torch.randint(0, 8, (2, 3, 2, 3), generator=gen),
+        torch.randint(0, 8, (2, 2, 2, 3), generator=gen),
+    ]
+    at_tokens = interpolated_bits(logits, [t.float() for t in tokens])
+    assert torch.allclose(at_tokens, cross_entropy_bits(logits, tokens), rtol=1e-5)
+    values = [(t.float() + 0.25).requires_grad_(True) for t in tokens]
+    bits = [-torch.log_softmax(lg, -1) / math.log(2.0) for lg in logits]
+    here = [b.gather(-1, t.flatten(1, 2).unsqueeze(-1)).squeeze(-1) for b, t in zip(bits, tokens)]
+    above = [b.gather(-1, t.flatten(1, 2).unsqueeze(-1) + 1).squeeze(-1) for b, t in zip(bits, tokens)]
+    total = interpolated_bits(logits, values)
+    assert torch.allclose(total, sum((0.75 * h + 0.25 * a).sum() for h, a in zip(here, above)), rtol=1e-5)
+    total.backward()
+    for v, h, a in zip(values, here, above):
+        assert torch.allclose(v.grad.flatten(1, 2), a - h, atol=1e-5)
+    # values beyond the alphabet cost what its end costs
+    edge = interpolated_bits(logits[:1], [torch.full_like(tokens[0], 20, dtype=torch.float32)])
+    assert torch.allclose(edge, bits[0][..., 8].sum(), rtol=1e-5)

@@ -289,3 +289,24 @@ def test_a_wider_encoder_or_decoder_keeps_the_other_and_the_tokens_format(odd, p
     assert wide.decode(tokens, tuple(odd.shape[-2:])).shape == odd.shape
     with pytest.raises(ConfigError):
         TOKENIZERS.create("mssq", **TINY, **{f"{part}_width": 0})
+
+
+def test_scalar_tokens_come_with_their_continuous_values_and_codebook_tokens_without():
+    """mssq's values (token units) round to its tokens without a dead zone and pass gradients to the
+    encoder; a codebook tokenizer has none (the joint stage's context rate needs them)."""
+    torch.manual_seed(0)
+    tok = TOKENIZERS.create(
+        "mssq", latent_dim=4, levels=9, scales=[1, 2, 4], downsample=8, width=8, max_width=16
+    )
+    frames = torch.rand(2, 3, 32, 32)
+    out = tok(frames)
+    assert out.values is not None and len(out.values) == len(out.tokens) == len(out.f_hats)
+    for v, t in zip(out.values, out.tokens):
+        assert v.shape == t.shape and torch.equal(v.detach().round().long(), t)
+    sum(v.sum() for v in out.values).backward()
+    assert any(p.grad is not None and p.grad.any() for p in tok.encoder.parameters())
+    tok.set_deadzone(0.4, 0.4)  # a dead zone rounds some values to zero: the values stay what they were
+    again = tok(frames)
+    assert all(torch.allclose(a, b) for a, b in zip(out.values[:1], again.values[:1]))
+    codebook = TOKENIZERS.create("msvq", vocab_size=16, latent_dim=4, scales=[1, 2], width=8, max_width=8)
+    assert codebook(frames).values is None

@@ -12,7 +12,7 @@ from _tiny_codec import clip, tiny_model
 
 from progvc.cli import main
 from progvc.cli.train_cmds import run_lightning
-from progvc.context_models import CONTEXT_MODELS
+from progvc.context_models import CONTEXT_MODELS, cross_entropy_bits, scale_inputs
 from progvc.errors import ConfigError
 from progvc.registry import RegistryError
 from progvc.tokenizers import TOKENIZERS
@@ -231,6 +231,56 @@ def test_decoder_stage_trains_only_the_decoder_on_the_codecs_reconstructions():
         ProgVCModule(tok, ctx, stage="context", rdoq=-1.0)
 
 
+def test_the_context_models_rate_trains_the_encoder_in_the_joint_stage():
+    """tokenizer_rate='context': the rate term reaches the encoder (and lowers the context model's real
+    code length of the frames), never the context model's weights."""
+    model = tiny_model("mssq", prediction="loops", context="static")
+    tok, ctx = model.tokenizer, model.context_model
+    with torch.no_grad():  # an entropy model where zero is cheap (about 0.03 bits) and the rest is not
+        ctx.logits[..., tok.half] = 6.0
+    only_rate = dict(
+        l1_weight=0, l2_weight=0, commit_weight=0, rate_weight=0, perceptual_weight=0, adv_weight=0
+    )
+    module = ProgVCModule(
+        tok,
+        ctx,
+        stage="joint",
+        prediction="loops",
+        tokenizer_rate="context",
+        tokenizer_rate_weight=1.0,
+        **only_rate,
+    )
+    x = torch.from_numpy(clip()[:2]).permute(0, 3, 1, 2)[:, None]  # uint8 [2, 1, 3, 48, 64]
+    frames = x[:, 0].float() / 255
+
+    def real_bits() -> float:
+        with torch.no_grad():
+            out = tok(frames)
+            cur, _ = scale_inputs(out.f_hats, tok.spec.scale_sizes(48, 64))
+            return float(cross_entropy_bits(ctx(cur, None), out.tokens))
+
+    opt = torch.optim.Adam(tok.encoder.parameters(), lr=1e-2)
+    before = real_bits()
+    module.train()
+    for step in range(8):
+        opt.zero_grad()
+        module.zero_grad()
+        module.training_step(x, step).backward()
+        if step == 0:
+            assert any(float(p.grad.abs().sum()) > 0 for p in tok.encoder.parameters())
+            assert all(p.grad is None or not p.grad.any() for p in ctx.parameters())
+        opt.step()
+    assert real_bits() < 0.8 * before
+    with pytest.raises(ConfigError, match="joint"):
+        ProgVCModule(tok, ctx, stage="tokenizer", tokenizer_rate="context")
+    with pytest.raises(ConfigError, match="'own' or 'context'"):
+        ProgVCModule(tok, ctx, stage="joint", tokenizer_rate="entropy")
+    codebook, static = _tiny_components()
+    module = ProgVCModule(codebook, static, stage="joint", tokenizer_rate="context", **only_rate)
+    with pytest.raises(ConfigError, match="continuous token values"):
+        module.training_step(torch.randint(0, 256, (2, 1, 3, 32, 32), dtype=torch.uint8), 0)
+
+
 def test_a_frozen_rdoq_chooser_keeps_the_initial_context_model_out_of_training_and_checkpoints():
     model = tiny_model("mssq", prediction="loops")
     module = ProgVCModule(
@@ -329,7 +379,7 @@ def test_plugin_example_trains_through_its_entry_point(tmp_path):
     assert ckpt["progvc_model"]["context_model"]["name"] == "conv3x3" and ckpt["global_step"] == 2
 
 
-@pytest.mark.parametrize("name", ["tiny", "default_tokenizer", "default", "large"])
+@pytest.mark.parametrize("name", ["tiny", "default_tokenizer", "default", "default_joint", "large"])
 def test_every_recipe_parses_and_says_what_it_is_for(name, capsys):
     recipe = REPO / "recipes" / f"{name}.yaml"
     assert recipe.read_text().startswith(f"# {name}.yaml -- ")
@@ -340,13 +390,16 @@ def test_every_recipe_parses_and_says_what_it_is_for(name, capsys):
 def test_default_recipes_share_one_tokenizer_and_skip_the_held_out_clip():
     import yaml
 
-    stage1, stage2 = (
-        yaml.safe_load((REPO / "recipes" / f).read_text()) for f in ("default_tokenizer.yaml", "default.yaml")
+    stage1, stage2, joint = (
+        yaml.safe_load((REPO / "recipes" / f).read_text())
+        for f in ("default_tokenizer.yaml", "default.yaml", "default_joint.yaml")
     )
-    assert stage1["model"]["tokenizer"] == stage2["model"]["tokenizer"]
+    assert stage1["model"]["tokenizer"] == stage2["model"]["tokenizer"] == joint["model"]["tokenizer"]
+    assert stage2["model"]["context_model"] == joint["model"]["context_model"]
     assert stage1["model"]["stage"] == "tokenizer" and stage2["model"]["stage"] == "context"
+    assert joint["model"]["stage"] == "joint" and joint["model"]["tokenizer_rate"] == "context"
     assert stage2["model"]["init_from"] == f"{stage1['trainer']['default_root_dir']}/checkpoints/last.ckpt"
-    for recipe in (stage1, stage2):
+    for recipe in (stage1, stage2, joint):
         assert not any("carphone" in s for s in recipe["data"]["train"] + recipe["data"]["val"])
 
 

@@ -22,6 +22,7 @@ Contract (every implementation):
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -119,3 +120,27 @@ def cross_entropy_bits(logits: list[Tensor], tokens: list[Tensor]) -> Tensor:
             lg.flatten(0, 2).float(), flatten_tokens(tk).flatten(), reduction="sum"
         )
     return total / torch.log(torch.tensor(2.0))
+
+
+def interpolated_bits(logits: list[Tensor], values: list[Tensor]) -> Tensor:
+    """Total code length in bits of continuous token values under ``logits``, differentiable in the values.
+
+    A value ``v`` in ``[0, A - 1]`` (token units, ``values[k] [B, h_k, w_k, G]``) between the
+    tokens ``n = floor(v)`` and ``n + 1`` costs ``(1 - f) * bits(n) + f * bits(n + 1)`` with
+    ``f = v - n`` and ``bits = -log2 softmax(logits)``: the piecewise-linear code length whose
+    slope tells an encoder what moving a value toward a cheaper token saves (the rate term that
+    lets a context model train a scalar tokenizer, as a learned entropy model does in Balle et
+    al.'s rate-distortion training). Gradients reach ``logits`` too; detach them to train only
+    the encoder with it.
+    """
+    total = logits[0].new_zeros(())
+    for lg, v in zip(logits, values, strict=True):
+        bits = -F.log_softmax(lg.float(), dim=-1) / math.log(2.0)  # [B, L, G, A]
+        v = flatten_tokens(v).float().clamp(0, bits.shape[-1] - 1)  # [B, L, G]
+        low = v.detach().floor().clamp(max=bits.shape[-1] - 2)
+        frac = v - low
+        idx = low.long().unsqueeze(-1)
+        b0 = bits.gather(-1, idx).squeeze(-1)
+        b1 = bits.gather(-1, idx + 1).squeeze(-1)
+        total = total + ((1 - frac) * b0 + frac * b1).sum()
+    return total

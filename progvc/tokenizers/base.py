@@ -102,6 +102,12 @@ class TokenizerOutput:
         stats: scalars worth logging (codebook usage, perplexity, ...), detached.
         rate_bits: the quantizer's differentiable estimate of the bits of all scales (summed over
             the batch), for rate-distortion training; ``None`` when the tokenizer has no rate model.
+        f_hats: the frame's running latents after scales ``0..k``, ``[B, C, h, w]`` each (the
+            context model's inputs), or ``None``.
+        values: per scale, the continuous value ``[B, h_k, w_k, G]`` in token units whose rounding
+            (with the encoder's dead zone, if any) gives the token, differentiable (scalar tokenizers), so that a context model's rate
+            can reach the encoder (:func:`~progvc.context_models.interpolated_bits`); ``None``
+            when tokens are not rounded numbers (codebooks).
     """
 
     recon: Tensor
@@ -110,6 +116,8 @@ class TokenizerOutput:
     prefix: int
     stats: dict[str, Tensor] = field(default_factory=dict)
     rate_bits: Tensor | None = None
+    f_hats: list[Tensor] | None = None
+    values: list[Tensor] | None = None
 
 
 class Tokenizer(Configurable, nn.Module, ABC):

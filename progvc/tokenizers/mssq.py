@@ -171,6 +171,10 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
         cost = (y.unsqueeze(-1) - candidates).square() + lam * bits.gather(-1, idx)
         return idx.gather(-1, cost.argmin(-1, keepdim=True)).squeeze(-1)  # ties: the value nearer zero
 
+    def scale_values(self, k: int, z: Tensor) -> Tensor:
+        """``z / step`` in token units (``A // 2`` is zero), clamped to the tokens' range, ``[B, h_k, w_k, C]``."""
+        return (z / self.step(k) + self.half).clamp(0, 2 * self.half).permute(0, 2, 3, 1)
+
     def scale_rate_bits(self, k: int, z: Tensor) -> Tensor | None:
         if self.rate_models is None:
             return None

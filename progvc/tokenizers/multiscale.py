@@ -53,6 +53,8 @@ class QuantizeResult:
         rate_bits: the quantizer's own differentiable rate estimate of all scales in bits
             (summed over the batch), or ``None`` when it has none.
         stats: detached scalars for logging.
+        values: per scale, the differentiable continuous token values ``[B, h_k, w_k, G]``
+            (:meth:`MultiScaleResidualTokenizer.scale_values`), or ``None``.
     """
 
     tokens: list[Tensor]
@@ -61,6 +63,7 @@ class QuantizeResult:
     loss: Tensor
     rate_bits: Tensor | None = None
     stats: dict[str, Tensor] = field(default_factory=dict)
+    values: list[Tensor] | None = None
 
 
 #: ``choose(k, z, s_hat) -> tokens | None``: a hook of :meth:`MultiScaleResidualTokenizer.quantize`
@@ -182,6 +185,13 @@ class MultiScaleResidualTokenizer(Tokenizer):
         """
         return None
 
+    def scale_values(self, k: int, z: Tensor) -> Tensor | None:
+        """Continuous token values ``[B, h_k, w_k, G]`` of scale ``k``'s residual ``z``, whose rounding
+        (with the encoder's dead zone, if any) gives the tokens, differentiable in ``z``; ``None`` when tokens are not rounded numbers
+        (codebooks). A context model's rate of these values (interpolated between the two nearest
+        tokens) can then train the encoder (the joint stage)."""
+        return None
+
     def quantizer_stats(self, zs: list[Tensor], tokens: list[Tensor], update: bool) -> dict[str, Tensor]:
         """Logging scalars of one batch; ``update`` marks a training step (codebook upkeep goes here).
 
@@ -241,7 +251,7 @@ class MultiScaleResidualTokenizer(Tokenizer):
         if refs is not None and len(refs) != len(sizes):
             raise ConfigError(f"refs must hold one latent per scale ({len(sizes)}), got {len(refs)}")
         f_hat = torch.zeros_like(f)
-        tokens, f_hats, recons, zs, losses, rates = [], [], [], [], [], []
+        tokens, f_hats, recons, zs, losses, rates, values = [], [], [], [], [], [], []
         for k, hw in enumerate(sizes):
             ref = None if refs is None else refs[k]
             z = self.scale_residual(f, f_hat, ref, hw)
@@ -252,6 +262,9 @@ class MultiScaleResidualTokenizer(Tokenizer):
             bits = self.scale_rate_bits(k, z)
             if bits is not None:
                 rates.append(bits)
+            value = self.scale_values(k, z) if chosen is None else None
+            if value is not None:
+                values.append(value)
             f_hat = f_hat + self._expand(k, vec, size)
             tokens.append(idx)
             f_hats.append(f_hat)
@@ -263,7 +276,15 @@ class MultiScaleResidualTokenizer(Tokenizer):
         rate_bits = torch.stack(rates).sum() if rates else None
         if rate_bits is not None:
             stats["rate_bits"] = rate_bits.detach()
-        return QuantizeResult(tokens, f_hats, recons, torch.stack(losses).mean(), rate_bits, stats)
+        return QuantizeResult(
+            tokens,
+            f_hats,
+            recons,
+            torch.stack(losses).mean(),
+            rate_bits,
+            stats,
+            values if len(values) == len(sizes) else None,
+        )
 
     def encode(self, frames: Tensor, refs: Sequence[Tensor] | None = None) -> list[Tensor]:
         with torch.no_grad():
@@ -323,4 +344,6 @@ class MultiScaleResidualTokenizer(Tokenizer):
         f_hat = res.recons[prefix - 1] if prefix else torch.zeros_like(f)
         recon = self.decode_latent(f_hat, size)
         tokens = [t.detach() for t in res.tokens]
-        return TokenizerOutput(recon, tokens, res.loss, prefix, res.stats, res.rate_bits)
+        return TokenizerOutput(
+            recon, tokens, res.loss, prefix, res.stats, res.rate_bits, res.f_hats, res.values
+        )

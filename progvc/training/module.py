@@ -33,11 +33,17 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from progvc.codec.prediction import ClipCode, check_mode, code_clip
-from progvc.context_models import CONTEXT_MODELS, ContextModel, cross_entropy_bits, scale_inputs
+from progvc.context_models import (
+    CONTEXT_MODELS,
+    ContextModel,
+    cross_entropy_bits,
+    interpolated_bits,
+    scale_inputs,
+)
 from progvc.errors import ConfigError, WeightsNotFoundError
 from progvc.metrics import MSSSIM, PSNR, BitsPerPixel, HaarPSI
 from progvc.nn.grow import grow_tensor, growable_keys, per_channel_keys
-from progvc.tokenizers import TOKENIZERS, Tokenizer
+from progvc.tokenizers import TOKENIZERS, Tokenizer, TokenizerOutput
 from progvc.training.losses import (
     PatchDiscriminator,
     adversarial_losses,
@@ -153,6 +159,13 @@ class ProgVCModule(LightningModule):
         tokenizer_rate_weight: weight ``lambda`` of the tokenizer's own rate estimate (bits per
             pixel, :attr:`TokenizerOutput.rate_bits`) in the tokenizer and joint stages:
             rate-distortion training of the quantizer (0, or a tokenizer without a rate model: off).
+        tokenizer_rate: which rate ``tokenizer_rate_weight`` weighs: ``"own"``, the tokenizer's
+            own estimate (a factorized density per scale), or ``"context"`` (joint stage, scalar
+            tokenizers): the context model's code length of the tokenizer's continuous token
+            values (:func:`~progvc.context_models.interpolated_bits`) for frames coded alone, the
+            rate the coder will actually pay, so that the encoder learns latents the context
+            model predicts well. The context model's weights get no gradient from this term
+            (it learns from its cross-entropy, as in the context stage).
         prediction: temporal prediction of the codec this model is for, ``"intra"`` or ``"loops"``
             (:mod:`progvc.codec.prediction`): with loops, frame ``t >= 1`` of a clip is quantized
             against frame ``t - 1``'s reconstructions when the rate is computed (the tokenizer's
@@ -215,6 +228,7 @@ class ProgVCModule(LightningModule):
         full_prefix_prob: float = 0.5,
         rate_weight: float = 1.0,
         tokenizer_rate_weight: float = 0.0,
+        tokenizer_rate: str = "own",
         prediction: str = "intra",
         rdoq: float | None = None,
         rdoq_frozen: bool = False,
@@ -243,6 +257,12 @@ class ProgVCModule(LightningModule):
         self.rdoq = rdoq
         self.trains_tokenizer = stage in ("tokenizer", "joint")
         self.trains_context = stage in ("context", "joint")
+        if tokenizer_rate not in ("own", "context"):
+            raise ConfigError(f"tokenizer_rate must be 'own' or 'context', got {tokenizer_rate!r}")
+        if tokenizer_rate == "context" and stage != "joint":
+            raise ConfigError(
+                f"tokenizer_rate 'context' needs the joint stage (both are trained), got stage {stage!r}"
+            )
         self.trains_decoder = stage == "decoder"
         if self.trains_decoder and not isinstance(getattr(tokenizer, "decoder", None), nn.Module):
             raise ConfigError(f"stage 'decoder': tokenizer {type(tokenizer).__name__} has no decoder network")
@@ -367,6 +387,15 @@ class ProgVCModule(LightningModule):
         positions = batch * time * sum(h * w for h, w in sizes)
         return bits, positions
 
+    def context_rate_of_values(self, out: TokenizerOutput, size: tuple[int, int]) -> Tensor:
+        """Bits of the tokenizer's continuous token values (frames coded alone) under the context model,
+        differentiable in the values only (:func:`~progvc.context_models.interpolated_bits`)."""
+        sizes = self.tokenizer.spec.scale_sizes(*size)
+        with torch.no_grad():
+            cur, _ = scale_inputs([f.detach() for f in out.f_hats], sizes)
+            logits = self.context_model(cur, None)
+        return interpolated_bits(logits, out.values)
+
     def code(self, clips: Tensor, update: bool = False) -> ClipCode:
         """Quantize clips ``[B, T, 3, H, W]`` frame after frame with this model's prediction and
         RDOQ setting (no gradient; the chooser, this context model or its frozen copy, runs in eval mode)."""
@@ -415,10 +444,22 @@ class ProgVCModule(LightningModule):
         loss, parts = self._pixel_losses(out.recon, frames)
         loss = loss + hp.commit_weight * out.loss
         parts["commit"] = out.loss
+        pixels = frames[:, 0].numel()
         if out.rate_bits is not None:
-            parts["tok_bpp"] = out.rate_bits / frames[:, 0].numel()
+            parts["tok_bpp"] = out.rate_bits / pixels
+        if hp.tokenizer_rate == "context":
+            if out.values is None or out.f_hats is None:
+                raise ConfigError(
+                    f"tokenizer_rate 'context': tokenizer {type(self.tokenizer).__name__} has no continuous "
+                    "token values (a scalar tokenizer such as mssq has)"
+                )
+            parts["ctx_soft_bpp"] = self.context_rate_of_values(out, tuple(frames.shape[-2:])) / pixels
             if hp.tokenizer_rate_weight:
-                loss = loss + hp.tokenizer_rate_weight * parts["tok_bpp"]
+                loss = loss + hp.tokenizer_rate_weight * parts["ctx_soft_bpp"]
+            if out.rate_bits is not None:  # its density's parameters stay in the graph (DDP), unweighted
+                loss = loss + 0.0 * out.rate_bits
+        elif out.rate_bits is not None and hp.tokenizer_rate_weight:
+            loss = loss + hp.tokenizer_rate_weight * parts["tok_bpp"]
         parts["prefix"] = torch.tensor(float(out.prefix))
         parts.update({f"tok_{k}": v for k, v in out.stats.items()})
         return loss, parts, out.tokens
