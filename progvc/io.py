@@ -242,6 +242,38 @@ def read_video(
     return np.stack(out), info.fps
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """``"HxW"`` (e.g. ``"144x176"``) -> ``(H, W)``, both >= 1; :class:`ConfigError` otherwise."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"a size is HxW (e.g. 144x176), got {text!r}") from None
+    if height < 1 or width < 1:
+        raise ConfigError(f"a size is HxW with both >= 1, got {text!r}")
+    return height, width
+
+
+def area_downscale(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 ``[T, H, W, 3]`` -> uint8 ``[T, h, w, 3]`` by area averaging (a clip at the pixel density
+    of smaller video; ``size = (h, w)`` no larger than the frames).
+
+    The arithmetic is that of the codec's own conversions: ``[0, 1]`` float32, ``area``
+    interpolation, then clamped, scaled and rounded to uint8.
+    """
+    import torch
+
+    height, width = (int(v) for v in size)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ConfigError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
+    if not (0 < height <= frames.shape[1] and 0 < width <= frames.shape[2]):
+        raise ConfigError(
+            f"can only downscale {frames.shape[1]}x{frames.shape[2]} frames to a size no larger, got {height}x{width}"
+        )
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
+    y = torch.nn.functional.interpolate(x, size=(height, width), mode="area")
+    return y.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
 def fps_fraction(fps: float | Fraction) -> Fraction:
     """A frame rate as a fraction with denominator <= 1001 (29.97 -> 2997/100, 30000/1001 kept)."""
     rate = Fraction(fps).limit_denominator(1001)

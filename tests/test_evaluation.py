@@ -259,7 +259,9 @@ def test_evaluate_sweeps_rdoq_weights_into_one_curve(tiny_files, tmp_path, capsy
     saved = json.loads((out / "results.json").read_text())
     assert saved["settings"]["rdoq"] == [0.0, 0.5]
     progvc = [p for p in saved["points"] if p["codec"] == "progvc-nosynth"]
-    assert [p["setting"] for p in progvc] == [f"rdoq={w} scales={k}/4" for w in ("0", "0.5") for k in range(1, 5)]
+    assert [p["setting"] for p in progvc] == [
+        f"rdoq={w} scales={k}/4" for w in ("0", "0.5") for k in range(1, 5)
+    ]
     assert [p["rdoq"] for p in progvc] == [0.0] * 4 + [0.5] * 4
     capsys.readouterr()
     assert main([*base, *opts, "--rdoq", "0.1,0.1", "--out", str(tmp_path / "twice")]) == 2
@@ -284,3 +286,29 @@ def test_evaluate_cli_anchors_only_in_bitrate_mode(tiny_files, tmp_path, capsys)
     with pytest.raises(SystemExit):  # argparse rejects it with a usage line
         main([*args, "--anchor-bpps", "0,1", "--out", str(tmp_path / "bad")])
     assert "rates must be > 0" in capsys.readouterr().err
+
+
+def test_evaluate_a_later_segment_downscaled(tiny_files, tmp_path, capsys):
+    """--start and --size: frames 1.. of the clip, area-downscaled, as the anchors and progvc see them."""
+    out = tmp_path / "segment"
+    args = [
+        "evaluate",
+        str(tiny_files / "clip.y4m"),
+        "--anchors-only",
+        "--anchors",
+        "x264",
+        "--anchor-bpps",
+        "0.5",
+    ]
+    opts = ["--start", "1", "--frames", "2", "--size", "24x32", "--no-perceptual", "--quiet"]
+    assert main([*args, *opts, "--out", str(out)]) == 0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["settings"]["start"] == 1 and saved["settings"]["size"] == [24, 32]
+    (point,) = saved["points"]
+    assert point["bpp"] == pytest.approx(point["bits"] / (2 * 24 * 32))
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([*args, "--size", "24", "--out", str(tmp_path / "bad")])
+    assert "HxW" in capsys.readouterr().err
+    assert main([*args, "--size", "96x64", "--out", str(tmp_path / "up"), "--quiet"]) == 2
+    assert "no larger" in capsys.readouterr().err

@@ -8,7 +8,9 @@ import pytest
 from progvc.errors import ConfigError, VideoReadError
 from progvc.io import (
     VideoWriteError,
+    area_downscale,
     iter_video,
+    parse_size,
     probe_video,
     read_video,
     sample_clip,
@@ -118,3 +120,18 @@ def test_write_errors(tmp_path, clip):
         write_video(tmp_path / "b.y4m", [clip[0], clip[0, :10]])
     with pytest.raises(VideoWriteError):
         write_video(tmp_path / "no" / "dir" / "a.mp4", clip)
+
+
+def test_area_downscale_averages_blocks_and_refuses_to_upscale():
+    frames = np.zeros((2, 4, 6, 3), np.uint8)
+    frames[:, :2, :3] = 200  # one 2x3 block bright: its average survives a 2x3 reduction exactly
+    small = area_downscale(frames, (2, 2))
+    assert small.shape == (2, 2, 2, 3) and small.dtype == np.uint8
+    assert small[0, 0, 0].tolist() == [200] * 3 and small[0, 1, 1].tolist() == [0] * 3
+    assert np.array_equal(area_downscale(frames, (4, 6)), frames)
+    with pytest.raises(ConfigError, match="no larger"):
+        area_downscale(frames, (8, 6))
+    assert parse_size("144x176") == (144, 176) and parse_size("2X3") == (2, 3)
+    for bad in ("144", "ax3", "0x5", "3x4x5"):
+        with pytest.raises(ConfigError, match="HxW"):
+            parse_size(bad)

@@ -27,13 +27,13 @@ import numpy as np
 import torch
 
 from progvc.codec import Codec
-from progvc.codec.codec import frames_to_tensor, tensor_to_frames
+from progvc.codec.codec import frames_to_tensor
 from progvc.codec.model import CodecModel
 from progvc.codec.prediction import PREDICTION_MODES, code_clip
 from progvc.codec.refine import LatentRefiner
 from progvc.errors import ConfigError
 from progvc.evaluation.rd import bd_rate
-from progvc.io import read_video, resolve_video
+from progvc.io import area_downscale, parse_size, read_video, resolve_video
 from progvc.metrics import PSNR
 
 
@@ -211,15 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     frames, _ = read_video(resolve_video(args.video), max_frames=args.frames, start=args.start)
     if args.size:
         try:
-            height, width = (int(v) for v in args.size.lower().split("x"))
-            if not 0 < height <= frames.shape[1] or not 0 < width <= frames.shape[2]:
-                raise ValueError
-        except ValueError:
-            ap.error(
-                f"--size takes HxW no larger than the video's {frames.shape[1]}x{frames.shape[2]}, got {args.size}"
-            )
-        x = torch.nn.functional.interpolate(frames_to_tensor(frames), size=(height, width), mode="area")
-        frames = tensor_to_frames(x)
+            frames = area_downscale(frames, parse_size(args.size))
+        except ConfigError as exc:
+            ap.error(f"--size: {exc}")
     try:
         refiner = LatentRefiner(model.tokenizer, args.refine)
     except ConfigError as exc:

@@ -14,6 +14,22 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _size(text: str) -> tuple[int, int]:
+    from progvc.io import parse_size
+
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
@@ -53,6 +69,13 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--anchors-only", action="store_true", help="evaluate the anchors alone (no progvc model)")
     p.add_argument(
         "--frames", type=_positive, default=32, help="frames per video, from the first (default 32)"
+    )
+    p.add_argument("--start", type=_non_negative, default=0, help="first frame of every video (default 0)")
+    p.add_argument(
+        "--size",
+        type=_size,
+        metavar="HxW",
+        help="area-downscale every video to this size first (e.g. an HD clip at the density of small video)",
     )
     p.add_argument(
         "--gop", type=_positive, default=32, help="GOP size of progvc and the anchors (default 32)"
@@ -136,6 +159,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         refine_steps=args.refine,
         rdoq=args.rdoq,
+        start=args.start,
+        size=args.size,
     )
     print(result.summary)
     print(f"\nwrote {len(result.files)} files to {args.out}")

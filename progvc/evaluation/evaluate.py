@@ -329,6 +329,8 @@ def evaluate(
     progress: bool = True,
     refine_steps: int = 0,
     rdoq: float | Sequence[float] | None = None,
+    start: int = 0,
+    size: tuple[int, int] | None = None,
 ) -> EvaluationResult:
     """Evaluate progvc against the anchors on ``videos`` and write the results into ``out``.
 
@@ -351,14 +353,19 @@ def evaluate(
         rdoq: progvc's RDOQ rate weight (0: off; ``None``: the model's; :class:`~progvc.codec.Codec`),
             or several: one stream each, all on one curve per synthesis mode (an encoder sweep,
             like the anchors' crf sweeps; the BD-rates use the curve's Pareto front).
+        start: first frame of every video to evaluate (e.g. a training video's held-out frames).
+        size: ``(H, W)``: area-downscale every video to this size first
+            (:func:`~progvc.io.area_downscale`; e.g. an HD clip at the density of small video).
     """
     from progvc.codec import Codec, CodecModel
-    from progvc.io import read_video
+    from progvc.io import area_downscale, read_video
 
     if not videos:
         raise ConfigError("give at least one video")
     if frames is not None and frames < 1:
         raise ConfigError(f"frames must be >= 1, got {frames}")
+    if start < 0:
+        raise ConfigError(f"start must be >= 0, got {start}")
     for name in anchors:
         get_anchor(name)
     weights_rdoq = [rdoq] if rdoq is None or isinstance(rdoq, int | float) else list(rdoq)
@@ -376,7 +383,9 @@ def evaluate(
     names: list[str] = []
     for video in videos:
         path = resolve_video(video)
-        clip, fps = read_video(path, max_frames=frames)
+        clip, fps = read_video(path, max_frames=frames, start=start)
+        if size is not None:
+            clip = area_downscale(clip, size)
         name = path.stem if path.stem not in names else f"{path.stem}-{len(names)}"
         names.append(name)
         meter = QualityMeter.build(clip.shape[1:3], len(clip), weights, perceptual, device)
@@ -387,7 +396,17 @@ def evaluate(
         )
         with tqdm(total=steps, desc=name, file=sys.stderr, disable=not progress, leave=False) as bar:
             points += evaluate_video(
-                name, clip, fps, codecs or None, meter, anchors, gop, modes, seed, lambda _d: bar.update(), anchor_bpps
+                name,
+                clip,
+                fps,
+                codecs or None,
+                meter,
+                anchors,
+                gop,
+                modes,
+                seed,
+                lambda _d: bar.update(),
+                anchor_bpps,
             )
     for name in metrics:
         skipped.pop(name, None)  # computed for some video after all
@@ -399,6 +418,8 @@ def evaluate(
         "settings": {
             "model": None if model is None else str(model),
             "frames": frames,
+            "start": start,
+            "size": None if size is None else list(size),
             "gop": gop,
             "synthesis": modes,
             "seed": seed,
