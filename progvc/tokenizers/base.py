@@ -105,9 +105,10 @@ class TokenizerOutput:
         f_hats: the frame's running latents after scales ``0..k``, ``[B, C, h, w]`` each (the
             context model's inputs), or ``None``.
         values: per scale, the continuous value ``[B, h_k, w_k, G]`` in token units whose rounding
-            (with the encoder's dead zone, if any) gives the token, differentiable (scalar tokenizers), so that a context model's rate
-            can reach the encoder (:func:`~progvc.context_models.interpolated_bits`); ``None``
-            when tokens are not rounded numbers (codebooks).
+            (with the encoder's dead zone, if any) gives the token, differentiable (scalar
+            tokenizers), so that a context model's rate can reach the encoder
+            (:func:`~progvc.context_models.interpolated_bits`); ``None`` when tokens are not
+            rounded numbers (codebooks).
     """
 
     recon: Tensor
