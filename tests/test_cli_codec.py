@@ -88,6 +88,10 @@ def test_compress_options(files):
     assert cli(*argv, "--target-bpp", "0.01", "--quiet") == 0
     info = inspect(out.read_bytes())
     assert info.num_frames == 3 and info.bpp() <= 0.01
+    # a sample clip's name works as the input, as in `progvc evaluate carphone`
+    argv = ["compress", "carphone", files / "named.pgv", "--model", files / "model.pt", "--frames", "3"]
+    assert cli(*argv, "--target-bpp", "0.01", "--quiet") == 0
+    assert (files / "named.pgv").read_bytes() == out.read_bytes()
 
 
 def test_errors_are_one_line_with_exit_code_2(files, capsys, tmp_path):

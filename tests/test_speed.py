@@ -24,4 +24,7 @@ def test_speed_breakdown_quick_json(tmp_path, capsys):
         row["decode"]["ms_per_frame"]["synthesis"] == 0 < row["decode_synthesis"]["ms_per_frame"]["synthesis"]
     )
     assert row["raw_coder"]["symbols_per_frame"] > 0 and row["decode"]["tables_coder_vs_raw"] > 0
+    for mode in ("decode", "encode"):  # constriction's own calls are a part of the coder's time
+        assert 0 < row[mode]["constriction_ms_per_frame"] <= row[mode]["ms_per_frame"]["coder"] + 1e-3
+        assert row[mode]["constriction_in_codec_vs_raw"] > 0
     assert row["precision"]["float64_table_entries_differing_1_vs_2_threads"] == 0

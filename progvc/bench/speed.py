@@ -21,7 +21,10 @@ synthesis (half the scales received, the rest sampled) and encoding:
 
 ``raw_coder`` is constriction alone (``RangeEncoder`` / ``RangeDecoder`` with a lazy categorical)
 on the same symbols and tables, and ``tables_coder_vs_raw`` the ratio of ``tables + coder`` to
-it: the cost of progvc's coding path over the bare coder. ``precision`` compares the context
+it: the cost of progvc's coding path over the bare coder. ``constriction_ms_per_frame`` is the
+part of ``coder`` spent in constriction's own calls, and ``constriction_in_codec_vs_raw`` its
+ratio to ``raw_coder``: the same calls on the same tables, interleaved with the codec's other
+work instead of back to back (what cold caches cost the bare coder). ``precision`` compares the context
 model in float64 (the codec's), float32 and with exact products
 (:func:`~progvc.context_models.exact.exact_copy`) on the frame's real inputs: milliseconds per
 frame, the table entries that differ between 1 and 2 threads (the coder needs 0) and the bits
@@ -55,6 +58,8 @@ CLIPS = (("176x144", "carphone", None), ("352x288", "bigbuckbunny", (288, 352)),
 COMPONENTS = ("context", "tables", "coder", "synthesis", "prediction", "tokenizer", "other")
 #: the instrumentation's own copies (``record``), timed apart and left out of the totals
 RECORD = "record"
+#: constriction's own encode / decode calls inside the coder (a part of "coder", reported apart)
+CONSTRICTION = "constriction"
 #: the random-init model of the new default's shape (``--model random-mssq``).
 RANDOM_MSSQ = "random-mssq"
 
@@ -112,7 +117,8 @@ CLOCK = time.process_time
 
 
 class Timers:
-    """Seconds per component, from wrappers patched around the codec's parts (not nested)."""
+    """Seconds per component, from wrappers patched around the codec's parts (not nested; only
+    :data:`CONSTRICTION` lies inside "coder")."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
@@ -140,6 +146,7 @@ def instrument(codec: Codec, timers: Timers, record: bool = False) -> Iterator[N
     from progvc.codec import codec as codec_module
     from progvc.codec.prediction import PredictionLoop
     from progvc.coders import CODERS
+    from progvc.coders import range as range_module
     from progvc.coders import tables as tables_module
 
     coder = CODERS.create(codec.model.coder)
@@ -169,8 +176,24 @@ def instrument(codec: Codec, timers: Timers, record: bool = False) -> Iterator[N
             keep_chunk(symbols, freqs)
         return timed_encode(self, symbols, freqs)
 
+    def timed_constriction(cls: type, method: str) -> Callable:
+        """A factory for ``cls`` objects whose ``method`` (encode or decode) is timed as CONSTRICTION."""
+
+        class Timed:
+            def __init__(self, *args) -> None:
+                self._inner = cls(*args)
+                setattr(self, method, timers.wrap(CONSTRICTION, getattr(self._inner, method)))
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self._inner, name)
+
+        return Timed
+
     with contextlib.ExitStack() as stack:
         patch = stack.enter_context
+        for name, method in (("_ConstrictionEncoder", "encode"), ("_ConstrictionDecoder", "decode")):
+            cls = getattr(range_module, name)
+            patch(mock.patch.object(range_module, name, timed_constriction(cls, method)))
         patch(mock.patch.object(codec._context64, "step", context_step))
         patch(mock.patch.object(codec, "_pixels", timers.wrap("tokenizer", codec._pixels)))
         patch(mock.patch.object(codec, "_code_frames", timers.wrap("tokenizer", codec._code_frames)))
@@ -225,6 +248,7 @@ def _run(
     ms["other"] = max(0.0, 1e3 * total / n - sum(ms.values()))
     return {
         "ms_per_frame": {k: round(v, 3) for k, v in ms.items()},
+        "constriction_ms_per_frame": round(1e3 * timers.seconds.get(CONSTRICTION, 0.0) / n, 3),
         "total_ms": round(1e3 * total / n, 3),
         "fps": round(n / total, 3),
     }, timers
@@ -265,6 +289,10 @@ def breakdown(codec: Codec, frames: np.ndarray, repeats: int) -> dict[str, Any]:
         ms = out[name]["ms_per_frame"]
         out[name]["tables_coder_vs_raw"] = round(
             (ms["tables"] + ms["coder"]) / max(out["raw_coder"][raw], 1e-9), 3
+        )
+        # the same constriction calls on the same tables, inside the codec vs back to back
+        out[name]["constriction_in_codec_vs_raw"] = round(
+            out[name]["constriction_ms_per_frame"] / max(out["raw_coder"][raw], 1e-9), 3
         )
     out["bpp"] = codec.inspect(data).bpp()
     return out
@@ -344,17 +372,18 @@ def format_breakdown(rows: list[dict]) -> str:
     head = (
         f"{'size':<8} {'thr':>3} {'mode':<16} "
         + " ".join(f"{c:>10}" for c in COMPONENTS)
-        + f" {'total':>9} {'fps':>7} {'vs raw':>7}"
+        + f" {'total':>9} {'fps':>7} {'vs raw':>7} {'c. in codec':>11}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         for mode in ("decode", "decode_synthesis", "encode"):
             m = r[mode]
-            ratio = m.get("tables_coder_vs_raw")
+            ratio, alone = m.get("tables_coder_vs_raw"), m.get("constriction_in_codec_vs_raw")
             lines.append(
                 f"{r['size']:<8} {r['threads']:>3} {mode:<16} "
                 + " ".join(f"{m['ms_per_frame'][c]:>10.2f}" for c in COMPONENTS)
                 + f" {m['total_ms']:>9.2f} {m['fps']:>7.2f} {'-' if ratio is None else f'{ratio:.2f}x':>7}"
+                + f" {'-' if alone is None else f'{alone:.2f}x':>11}"
             )
         raw, p = r["raw_coder"], r["precision"]
         lines.append(

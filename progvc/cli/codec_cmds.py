@@ -24,7 +24,9 @@ class FileError(ProgvcError, OSError):
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Register the codec sub-commands on ``progvc``'s parser."""
     p = subparsers.add_parser("compress", help="encode a video into a progressive .pgv stream")
-    p.add_argument("input", help="video file (mp4, y4m, ...) or folder of images")
+    p.add_argument(
+        "input", help="video file (mp4, y4m, ...), folder of images, or a sample clip: carphone, bikes, ..."
+    )
     p.add_argument("output", help="stream to write (.pgv)")
     _model_args(p)
     rate = p.add_mutually_exclusive_group()
@@ -203,10 +205,11 @@ def _write_atomically(path: Path, force: bool, write: Callable[[Path], None]) ->
 
 def _compress(args: argparse.Namespace) -> int:
     from progvc.codec import SynthesisSettings
-    from progvc.io import probe_video
+    from progvc.io import probe_video, resolve_video
 
     out = Path(args.output)
     _check_output(out, args.force)
+    args.input = resolve_video(args.input)  # a sample clip's name where no such file exists
     probe_video(args.input)  # an unreadable input fails before the model is loaded
     synthesis = SynthesisSettings(args.synthesis, args.seed, args.temperature, args.top_k)
     codec = _load_codec(args, refine_steps=args.refine, refine_lambda=args.refine_lambda, rdoq=args.rdoq)
