@@ -288,6 +288,22 @@ def test_evaluate_cli_anchors_only_in_bitrate_mode(tiny_files, tmp_path, capsys)
     assert "rates must be > 0" in capsys.readouterr().err
 
 
+def test_evaluate_anchor_low_bpps_join_the_crf_sweep(tiny_files, tmp_path, capsys):
+    """--anchor-low-bpps: bitrate-mode points added to each anchor's crf sweep, on the same curve."""
+    from progvc.evaluation.anchors import get_anchor
+
+    out = tmp_path / "low"
+    args = ["evaluate", str(tiny_files / "clip.y4m"), "--anchors-only", "--anchors", "x264"]
+    assert main([*args, "--anchor-low-bpps", "0.05", "--no-perceptual", "--out", str(out), "--quiet"]) == 0
+    saved = json.loads((out / "results.json").read_text())
+    settings = [p["setting"] for p in saved["points"] if p["codec"] == "x264"]
+    assert settings == [f"bitrate={round(0.05 * 64 * 48 * 25)}"] + [f"crf={c}" for c in get_anchor("x264").sweep]
+    assert saved["anchor_low_bpps"] == [0.05]
+    with pytest.raises(SystemExit):
+        main([*args, "--anchor-low-bpps", "-1", "--out", str(tmp_path / "bad")])
+    assert "rates must be > 0" in capsys.readouterr().err
+
+
 def test_evaluate_a_later_segment_downscaled(tiny_files, tmp_path, capsys):
     """--start and --size: frames 1.. of the clip, area-downscaled, as the anchors and progvc see them."""
     out = tmp_path / "segment"

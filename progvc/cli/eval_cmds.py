@@ -91,6 +91,13 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated target bits per pixel for the anchors (bitrate mode) instead of their crf sweeps",
     )
     p.add_argument(
+        "--anchor-low-bpps",
+        type=_rates,
+        default=[],
+        help="comma-separated target bits per pixel at which the anchors are also encoded (bitrate mode), "
+        "their points joining each anchor's curve: for progvc curves below the anchors' lowest crf",
+    )
+    p.add_argument(
         "--synthesis",
         type=_names,
         default=["sample", "none"],
@@ -151,6 +158,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         force=args.force,
         anchors=args.anchors,
         anchor_bpps=args.anchor_bpps,
+        anchor_low_bpps=args.anchor_low_bpps,
         synthesis=args.synthesis,
         weights=args.weights,
         perceptual=not args.no_perceptual,

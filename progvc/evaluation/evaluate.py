@@ -8,6 +8,8 @@ per metric, and every point in JSON and CSV.
 
 from __future__ import annotations
 
+import itertools
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -225,6 +227,7 @@ def evaluate_video(
     seed: int = 0,
     step: Callable[[str], None] | None = None,
     anchor_bpps: Sequence[float] | None = None,
+    anchor_low_bpps: Sequence[float] = (),
 ) -> list[dict]:
     """RD points of one video: progvc at every prefix of one stream (per synthesis mode) and every anchor setting.
 
@@ -242,6 +245,9 @@ def evaluate_video(
         seed: sampling seed of the synthesis.
         step: called with a short description after every decode (progress bars).
         anchor_bpps: target rates of the anchors in bits per pixel (bitrate mode) instead of their crf sweeps.
+        anchor_low_bpps: target rates in bits per pixel at which every anchor is also encoded in
+            bitrate mode, beside its sweep: its points join the anchor's curve (whose Pareto front
+            the BD-rates use), so that it reaches below its lowest crf.
     """
     step = step or (lambda _desc: None)
     num = len(frames)
@@ -251,7 +257,10 @@ def evaluate_video(
         tag = f"rdoq={c.rdoq:g} " if len(codecs) > 1 else ""
         points += _progvc_points(name, frames, fps, c, meter, gop, synthesis, seed, step, tag)
     for anchor in anchors:
-        for result in sweep(frames, anchor, bpps=anchor_bpps, gop=gop, fps=fps):
+        results = sweep(frames, anchor, bpps=anchor_bpps, gop=gop, fps=fps)
+        if anchor_low_bpps:
+            results = itertools.chain(sweep(frames, anchor, bpps=anchor_low_bpps, gop=gop, fps=fps), results)
+        for result in results:
             scores = meter.score(result.frames, frames)
             points.append(
                 _point(
@@ -321,6 +330,7 @@ def evaluate(
     force: bool = False,
     anchors: Sequence[str] = tuple(ANCHORS),
     anchor_bpps: Sequence[float] | None = None,
+    anchor_low_bpps: Sequence[float] = (),
     synthesis: Sequence[str] = ("sample", "none"),
     weights: str | Path | None = None,
     perceptual: bool = True,
@@ -343,6 +353,9 @@ def evaluate(
         force: overwrite the results of an earlier run in ``out``.
         anchors: anchor names (``x264``, ``x265``, ``svtav1``).
         anchor_bpps: target rates of the anchors in bits per pixel (bitrate mode); default: their crf sweeps.
+        anchor_low_bpps: target rates in bits per pixel at which every anchor is also encoded in
+            bitrate mode, its points joining the anchor's curve: for a progvc curve that lies below
+            the lowest quality of the anchors' crf sweeps (their BD-rates are undefined otherwise).
         synthesis: progvc decoder synthesis modes, one curve each (``sample``, ``argmax``, ``none``).
         weights: folder with the LPIPS / DISTS / FVD weights (default: the torch hub cache).
         perceptual: also compute LPIPS, DISTS and FVD where their weights are found.
@@ -368,6 +381,8 @@ def evaluate(
         raise ConfigError(f"start must be >= 0, got {start}")
     for name in anchors:
         get_anchor(name)
+    if any(not (b > 0 and math.isfinite(b)) for b in (*(anchor_bpps or ()), *anchor_low_bpps)):
+        raise ConfigError("anchor rates must be finite and > 0 bits per pixel")
     weights_rdoq = [rdoq] if rdoq is None or isinstance(rdoq, int | float) else list(rdoq)
     if not weights_rdoq or len(set(weights_rdoq)) != len(weights_rdoq):
         raise ConfigError(f"rdoq: give distinct weights, got {rdoq!r}")
@@ -391,7 +406,7 @@ def evaluate(
         meter = QualityMeter.build(clip.shape[1:3], len(clip), weights, perceptual, device)
         skipped.update(meter.skipped)
         metrics += [m for m in meter.names if m not in metrics]
-        steps = sum(len(anchor_bpps or get_anchor(a).sweep) for a in anchors) + sum(
+        steps = sum(len(anchor_bpps or get_anchor(a).sweep) + len(anchor_low_bpps) for a in anchors) + sum(
             c.spec.num_scales * len(modes) for c in codecs
         )
         with tqdm(total=steps, desc=name, file=sys.stderr, disable=not progress, leave=False) as bar:
@@ -407,6 +422,7 @@ def evaluate(
                 seed,
                 lambda _d: bar.update(),
                 anchor_bpps,
+                anchor_low_bpps,
             )
     for name in metrics:
         skipped.pop(name, None)  # computed for some video after all
@@ -429,6 +445,7 @@ def evaluate(
         },
         "anchors": {a: get_anchor(a).describe(gop, bitrate=anchor_bpps is not None) for a in anchors},
         "anchor_bpps": None if anchor_bpps is None else list(anchor_bpps),
+        "anchor_low_bpps": list(anchor_low_bpps),
         "metrics": metrics,
         "skipped_metrics": skipped,
         "points": points,
