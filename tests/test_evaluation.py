@@ -17,7 +17,7 @@ from progvc.codec import Codec, CodecModel
 from progvc.errors import ConfigError
 from progvc.evaluation.anchors import ANCHORS, encode_decode, strip_sei, sweep
 from progvc.evaluation.evaluate import evaluate
-from progvc.evaluation.rd import bd_rate, pareto_front, plot_rd, write_csv, write_json
+from progvc.evaluation.rd import bd_rate, pareto_front, plot_rd, rate_ratio_table, write_csv, write_json
 from progvc.evaluation.report import OutputExistsError, format_table, prepare_output_dir
 from progvc.io import read_video, sample_clip, write_video
 
@@ -135,6 +135,24 @@ def test_pareto_front_drops_dominated_points_and_bd_rate_ignores_them():
     assert bd_rate(RATES, QUALITY, rates, psnr).percent == pytest.approx(clean.percent)
 
 
+def test_rate_ratio_at_equal_quality_interpolates_on_the_anchors_front_and_never_extrapolates():
+    def point(codec, bpp, psnr, lpips, setting=""):
+        return {"video": "v", "codec": codec, "setting": setting, "bpp": bpp, "psnr": psnr, "lpips": lpips}
+
+    points = [
+        point("x265", 0.01, 20.0, 0.5),
+        point("x265", 0.02, 24.0, 0.3),
+        point("x265", 0.03, 23.0, 0.6),  # dominated: left out of the anchor's front
+        point("progvc", 0.012, 22.0, 0.4, "a"),  # x265 needs 0.015 for 22 dB and for LPIPS 0.4
+        point("progvc", 0.005, 19.0, 0.7, "b"),  # below x265's qualities: no ratio
+        point("progvc", 0.04, 21.0, 0.9, "c"),  # not on progvc's own front
+    ]
+    rows = rate_ratio_table(points, ["progvc"], ["x265"], {"psnr": True, "lpips": False})
+    assert [(r["metric"], r["setting"]) for r in rows] == [("psnr", "a"), ("lpips", "a")]
+    for r in rows:
+        assert r["anchor_bpp"] == pytest.approx(0.015) and r["ratio"] == pytest.approx(0.8)
+
+
 # ---------------------------------------------------------------- reports
 
 
@@ -220,6 +238,12 @@ def test_evaluate_end_to_end(tiny_files, tmp_path, monkeypatch):
     bd = list(csv.DictReader((out / "bd_rate.csv").open()))
     assert len(bd) == 2 * 2 * 4  # (synth, nosynth) x (x264, svtav1) x 4 metrics
     assert all(row["bd_rate_percent"] or row["reason"] for row in bd)
+    # the rate multiples at equal quality are those of the saved points
+    assert saved["rate_ratio"] == rate_ratio_table(
+        saved["points"], ["progvc-synth", "progvc-nosynth"], ["x264", "svtav1"],
+        {m: m != "lpips" for m in saved["metrics"]},
+    )  # fmt: skip
+    assert (out / "rate_ratio.csv").exists() == bool(saved["rate_ratio"])
     for metric in saved["metrics"]:
         assert (out / f"rd_clip_{metric}.png").read_bytes()[:8] == PNG_MAGIC
     assert "BD-rate" in result.summary and "skipped fvd" in result.summary

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from progvc.codec.codec import frames_to_tensor
 from progvc.errors import ConfigError, WeightsNotFoundError
 from progvc.evaluation.anchors import ANCHORS, get_anchor, sweep
-from progvc.evaluation.rd import bd_rate_table, plot_rd, write_csv, write_json
+from progvc.evaluation.rd import bd_rate_table, plot_rd, rate_ratio_table, write_csv, write_json
 from progvc.evaluation.report import format_table, prepare_output_dir
 from progvc.io import resolve_video
 from progvc.metrics import DISTS, FVD, LPIPS, MSSSIM, PSNR, FrameMetric, HaarPSI
@@ -38,7 +38,7 @@ METRIC_CLASSES = {
     "fvd": FVD,
 }
 #: files an evaluation writes (for the no-overwrite check).
-OUTPUT_PATTERNS = ("results.json", "points.csv", "bd_rate.csv", "rd_*.png")
+OUTPUT_PATTERNS = ("results.json", "points.csv", "bd_rate.csv", "rate_ratio.csv", "rd_*.png")
 
 
 def synthesis_label(mode: str) -> str:
@@ -349,7 +349,8 @@ def evaluate(
         model: a progvc model file, a Lightning checkpoint, ``"default"``, or None for the anchors alone.
         frames: frames per video (from the first; ``None``: all).
         gop: GOP size of progvc and of every anchor.
-        out: output folder: ``results.json``, ``points.csv``, ``bd_rate.csv``, ``rd_<video>_<metric>.png``.
+        out: output folder: ``results.json``, ``points.csv``, ``bd_rate.csv``, ``rate_ratio.csv``,
+            ``rd_<video>_<metric>.png``.
         force: overwrite the results of an earlier run in ``out``.
         anchors: anchor names (``x264``, ``x265``, ``svtav1``).
         anchor_bpps: target rates of the anchors in bits per pixel (bitrate mode); default: their crf sweeps.
@@ -429,6 +430,7 @@ def evaluate(
     tests = [synthesis_label(m) for m in modes]
     directions = {m: METRIC_CLASSES[m].higher_is_better for m in metrics}
     bd_rates = bd_rate_table(points, tests, list(anchors), directions)
+    ratios = rate_ratio_table(points, tests, list(anchors), directions)
     results = {
         "videos": [str(v) for v in videos],
         "settings": {
@@ -450,10 +452,13 @@ def evaluate(
         "skipped_metrics": skipped,
         "points": points,
         "bd_rate": bd_rates,
+        "rate_ratio": ratios,
     }
     files = [write_json(results, out / "results.json"), write_csv(points, out / "points.csv")]
     if bd_rates:
         files.append(write_csv(bd_rates, out / "bd_rate.csv"))
+    if ratios:
+        files.append(write_csv(ratios, out / "rate_ratio.csv"))
     for name in names:
         for metric in metrics:
             files.append(plot_rd(points, name, metric, out / f"rd_{name}_{metric}.png", directions[metric]))

@@ -41,7 +41,9 @@ class BDRate:
     overlap: tuple[float, float] = (math.nan, math.nan)
 
 
-def pareto_front(rates: Sequence[float], quality: Sequence[float], higher_is_better: bool = True) -> list[int]:
+def pareto_front(
+    rates: Sequence[float], quality: Sequence[float], higher_is_better: bool = True
+) -> list[int]:
     """Indices of the points no other point beats, cheapest first: each is better than every cheaper one.
 
     A point that another reaches at no more rate with at least its quality is never the best
@@ -50,7 +52,11 @@ def pareto_front(rates: Sequence[float], quality: Sequence[float], higher_is_bet
     """
     sign = 1.0 if higher_is_better else -1.0
     order = sorted(
-        (i for i, (r, q) in enumerate(zip(rates, quality)) if math.isfinite(r) and r > 0 and math.isfinite(q)),
+        (
+            i
+            for i, (r, q) in enumerate(zip(rates, quality))
+            if math.isfinite(r) and r > 0 and math.isfinite(q)
+        ),
         key=lambda i: (rates[i], -sign * quality[i]),
     )
     front: list[int] = []
@@ -122,6 +128,22 @@ def curves_of(points: Iterable[Mapping], video: str) -> dict[str, list[Mapping]]
     return {k: sorted(v, key=lambda p: p["bpp"]) for k, v in curves.items()}
 
 
+def _compared_curves(
+    points: Sequence[Mapping],
+    tests: Sequence[str],
+    anchors: Sequence[str],
+    higher_is_better: Mapping[str, bool],
+) -> Iterable[tuple[str, str, str, str, bool, list[Mapping], list[Mapping]]]:
+    """``(video, test, anchor, metric, higher, anchor_points, test_points)`` of every comparison to make."""
+    for video in dict.fromkeys(p["video"] for p in points):
+        curves = curves_of(points, video)
+        for test in tests:
+            for anchor in anchors:
+                if test in curves and anchor in curves:
+                    for metric, higher in higher_is_better.items():
+                        yield video, test, anchor, metric, higher, curves[anchor], curves[test]
+
+
 def bd_rate_table(
     points: Sequence[Mapping],
     tests: Sequence[str],
@@ -136,33 +158,74 @@ def bd_rate_table(
         higher_is_better: the metrics to compare, each with its direction.
     """
     rows = []
-    for video in dict.fromkeys(p["video"] for p in points):
-        curves = curves_of(points, video)
-        for test in tests:
-            for anchor in anchors:
-                if test not in curves or anchor not in curves:
-                    continue
-                for metric, higher in higher_is_better.items():
-                    a, t = curves[anchor], curves[test]
-                    result = bd_rate(
-                        [p["bpp"] for p in a],
-                        [p.get(metric, math.nan) for p in a],
-                        [p["bpp"] for p in t],
-                        [p.get(metric, math.nan) for p in t],
-                        higher,
-                    )
-                    rows.append(
-                        {
-                            "video": video,
-                            "test": test,
-                            "anchor": anchor,
-                            "metric": metric,
-                            "bd_rate_percent": result.percent,
-                            "overlap_low": result.overlap[0],
-                            "overlap_high": result.overlap[1],
-                            "reason": result.reason,
-                        }
-                    )
+    for video, test, anchor, metric, higher, a, t in _compared_curves(
+        points, tests, anchors, higher_is_better
+    ):
+        result = bd_rate(
+            [p["bpp"] for p in a],
+            [p.get(metric, math.nan) for p in a],
+            [p["bpp"] for p in t],
+            [p.get(metric, math.nan) for p in t],
+            higher,
+        )
+        rows.append(
+            {
+                "video": video,
+                "test": test,
+                "anchor": anchor,
+                "metric": metric,
+                "bd_rate_percent": result.percent,
+                "overlap_low": result.overlap[0],
+                "overlap_high": result.overlap[1],
+                "reason": result.reason,
+            }
+        )
+    return rows
+
+
+def rate_ratio_table(
+    points: Sequence[Mapping],
+    tests: Sequence[str],
+    anchors: Sequence[str],
+    higher_is_better: Mapping[str, bool],
+) -> list[dict]:
+    """The rate multiple at equal quality: at every point of each test curve's :func:`pareto_front`,
+    its rate over the rate an anchor needs for the same quality.
+
+    The anchor's rate is interpolated linearly between the two points of its Pareto front whose
+    qualities enclose the test point's (as one reads an RD plot); test points outside the
+    anchor's range of qualities are left out, never extrapolated. A ratio below 1 means progvc
+    needs fewer bits there. Where BD-rate averages over the qualities both curves reach, this
+    shows where along the curve one codec overtakes the other.
+    """
+    rows = []
+    for video, test, anchor, metric, higher, a, t in _compared_curves(
+        points, tests, anchors, higher_is_better
+    ):
+        sign = 1.0 if higher else -1.0
+        a_front = pareto_front([p["bpp"] for p in a], [p.get(metric, math.nan) for p in a], higher)
+        if len(a_front) < 2:
+            continue
+        qa = [sign * a[i][metric] for i in a_front]  # increasing along the front
+        ra = [a[i]["bpp"] for i in a_front]
+        for i in pareto_front([p["bpp"] for p in t], [p.get(metric, math.nan) for p in t], higher):
+            q = sign * t[i][metric]
+            if not qa[0] <= q <= qa[-1]:
+                continue
+            anchor_bpp = float(np.interp(q, qa, ra))
+            rows.append(
+                {
+                    "video": video,
+                    "test": test,
+                    "anchor": anchor,
+                    "metric": metric,
+                    "setting": t[i].get("setting", ""),
+                    "quality": t[i][metric],
+                    "bpp": t[i]["bpp"],
+                    "anchor_bpp": anchor_bpp,
+                    "ratio": t[i]["bpp"] / anchor_bpp,
+                }
+            )
     return rows
 
 
@@ -222,7 +285,14 @@ def plot_rd(
         )
         off = [i for i in range(len(xs)) if i not in set(front)]
         if off:  # points off the front (a cut or a setting that another beats): markers only
-            ax.plot([xs[i] for i in off], [ys[i] for i in off], "x", markersize=4, color=line.get_color(), alpha=0.6)
+            ax.plot(
+                [xs[i] for i in off],
+                [ys[i] for i in off],
+                "x",
+                markersize=4,
+                color=line.get_color(),
+                alpha=0.6,
+            )
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
