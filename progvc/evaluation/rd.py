@@ -41,9 +41,7 @@ class BDRate:
     overlap: tuple[float, float] = (math.nan, math.nan)
 
 
-def pareto_front(
-    rates: Sequence[float], quality: Sequence[float], higher_is_better: bool = True
-) -> list[int]:
+def pareto_front(rates: Sequence[float], quality: Sequence[float], higher_is_better: bool = True) -> list[int]:
     """Indices of the points no other point beats, cheapest first: each is better than every cheaper one.
 
     A point that another reaches at no more rate with at least its quality is never the best
@@ -52,11 +50,7 @@ def pareto_front(
     """
     sign = 1.0 if higher_is_better else -1.0
     order = sorted(
-        (
-            i
-            for i, (r, q) in enumerate(zip(rates, quality))
-            if math.isfinite(r) and r > 0 and math.isfinite(q)
-        ),
+        (i for i, (r, q) in enumerate(zip(rates, quality)) if math.isfinite(r) and r > 0 and math.isfinite(q)),
         key=lambda i: (rates[i], -sign * quality[i]),
     )
     front: list[int] = []

@@ -134,12 +134,12 @@ class StreamValidation(Callback):
             copy.deepcopy(pl_module.context_model).float().cpu(),
             prediction=pl_module.prediction,
         ).eval()
+        codecs = [Codec(model, progress=False, rdoq=weight) for weight in self.rdoq]  # one float64 copy each
         psnr = PSNR()
         out = []
         for clip in self.clips():
             row = []
-            for weight in self.rdoq:
-                codec = Codec(model, progress=False, rdoq=weight)
+            for codec in codecs:
                 data = codec.compress(clip, gop=len(clip))
                 shown = codec.decompress(data, synthesis="none")
                 bpp = 8 * len(data) / clip[..., 0].size
