@@ -40,6 +40,7 @@ from progvc.codec import bitstream
 from progvc.codec.bitstream import MAGIC, VERSION, crc16
 from progvc.codec.bitstream import varint as _varint
 from progvc.codec.limits import DecodeLimits
+from progvc.codec.motion import MOTION_MODES
 from progvc.codec.synthesis import SYNTHESIS_MODES, TEMPERATURE_UNIT
 from progvc.errors import ProgvcError
 from progvc.io import MAX_SIDE
@@ -64,6 +65,7 @@ _FIELDS: dict[str, tuple[str, int]] = {
     "temperature": ("u16", 2**16 - 1),
     "top_k": ("varint", bitstream.MAX_TOP_K),
     "layers": ("u8", 255),
+    "motion": ("u8", 255),
     "version": ("u8", 255),
 }
 
@@ -98,6 +100,7 @@ class RawStream:
     temperature: int
     top_k: int
     layers: int
+    motion: int
     gops: list[tuple[int, list[bytes]]] = field(default_factory=list)
     #: bytes cut from (negative) or appended to (positive) the serialized stream.
     tail: bytes | int = b""
@@ -126,6 +129,7 @@ class RawStream:
             temperature=round(h.synthesis.temperature * TEMPERATURE_UNIT),
             top_k=h.synthesis.top_k,
             layers=h.layers,
+            motion=MOTION_MODES.index(h.motion),
             gops=[(len(g.segments), [bytes(p) for p in g.segments]) for g in s.gops],
         )
 
@@ -166,6 +170,7 @@ class RawStream:
                 struct.pack(">H", self.temperature & 0xFFFF),
                 varint(self.top_k),
                 bytes([self.layers & 0xFF]),
+                bytes([self.motion & 0xFF]),
             ]
         )
         parts = [body, struct.pack(">H", crc16(body))]

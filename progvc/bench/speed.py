@@ -359,7 +359,9 @@ def run_breakdown(model: CodecModel, sizes, threads, frames_per_run: int, repeat
             frames = load_frames(clip, crop, frames_per_run)
             for n in threads:
                 torch.set_num_threads(n)
-                codec = Codec(model, progress=False)
+                # one encoder pass per GOP (global motion would code a moving GOP twice): the
+                # breakdown is of the coding path per frame
+                codec = Codec(model, progress=False, motion="none")
                 row = breakdown(codec, frames, repeats)
                 rows.append({"size": label, "threads": n, "frames": frames_per_run, **row})
     finally:

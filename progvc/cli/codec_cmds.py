@@ -58,6 +58,14 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "Larger: fewer bits, lower quality",
     )
     p.add_argument(
+        "--motion",
+        choices=("global", "none"),
+        default="global",
+        help="global: estimate and send one translation per predicted frame, which the prediction "
+        "loops follow (camera pans); none: predict every frame from the previous one in place "
+        "(default global)",
+    )
+    p.add_argument(
         "--refine",
         type=int,
         default=0,
@@ -212,7 +220,9 @@ def _compress(args: argparse.Namespace) -> int:
     args.input = resolve_video(args.input)  # a sample clip's name where no such file exists
     probe_video(args.input)  # an unreadable input fails before the model is loaded
     synthesis = SynthesisSettings(args.synthesis, args.seed, args.temperature, args.top_k)
-    codec = _load_codec(args, refine_steps=args.refine, refine_lambda=args.refine_lambda, rdoq=args.rdoq)
+    codec = _load_codec(
+        args, refine_steps=args.refine, refine_lambda=args.refine_lambda, rdoq=args.rdoq, motion=args.motion
+    )
     if args.deadzone is not None:
         codec.model.set_deadzone(args.deadzone)
     data = codec.compress(
@@ -271,15 +281,21 @@ def _truncate(args: argparse.Namespace) -> int:
 
 
 def _frames_table(frames: list[dict]) -> str:
-    """A readable table of :meth:`Codec.frame_bits`: one row per frame, bits per scale and in all."""
+    """A readable table of :meth:`Codec.frame_bits`: one row per frame, bits per scale and in all,
+    and the frame's global motion in latent pixels."""
+    from progvc.codec.motion import MOTION_UNIT
+
     scales = max((len(f["bits"]) for f in frames), default=0)
     head = f"{'frame':>6s} {'gop':>4s} {'pos':>4s} " + " ".join(
         f"{'k=' + str(k + 1):>8s}" for k in range(scales)
     )
-    rows = [head + f" {'total':>9s}"]
+    rows = [head + f" {'total':>9s} {'motion (dy, dx)':>16s}"]
     for f in frames:
         bits = " ".join(f"{b:8.0f}" for b in f["bits"])
-        rows.append(f"{f['index']:6d} {f['gop']:4d} {f['position']:4d} {bits} {sum(f['bits']):9.0f}")
+        dy, dx = (v / MOTION_UNIT for v in f.get("motion", (0, 0)))
+        rows.append(
+            f"{f['index']:6d} {f['gop']:4d} {f['position']:4d} {bits} {sum(f['bits']):9.0f} {dy:+7.4f} {dx:+7.4f}"
+        )
     first = [sum(f["bits"]) for f in frames if f["position"] == 0]
     rest = [sum(f["bits"]) for f in frames if f["position"] > 0]
     if first and rest:
@@ -308,7 +324,7 @@ def _info(args: argparse.Namespace) -> int:
     lines = [
         f"progvc stream v{d['version']}, model {d['fingerprint']}, coder {d['coder']}",
         f"video: {d['width']}x{d['height']} @ {d['fps']} fps, {d['frames']} frames in {d['gops']} GOPs of {d['gop_size']}",
-        f"scales: {d['scales']} ({d['layers']} present; per GOP {d['gop_layers']})",
+        f"scales: {d['scales']} ({d['layers']} present; per GOP {d['gop_layers']}), motion {d['motion']}",
         f"synthesis: {syn['mode']} (seed {syn['seed']}, temperature {syn['temperature']}, top-k {syn['top_k']})",
         f"size: {d['size_bytes']} bytes ({d['header_bytes']} header), {d['bpp']:.5f} bpp",
         "bytes per scale: " + ", ".join(str(b) for b in d["bytes_per_scale"]),

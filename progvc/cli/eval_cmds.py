@@ -123,8 +123,23 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="progvc's RDOQ rate weight, squared steps per bit (0 = off; default: the model's); "
         "several: one stream each, on one curve per synthesis mode (an encoder sweep)",
     )
+    p.add_argument(
+        "--motion",
+        choices=("global", "none"),
+        default="global",
+        help="progvc's global motion compensation (default global)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_evaluate)
+
+    p = subparsers.add_parser(
+        "compare",
+        help="BD-rate of one evaluation's progvc curves against another's (two models or encoder settings)",
+    )
+    p.add_argument("base", help="folder (or results.json) of the reference run of progvc evaluate")
+    p.add_argument("test", help="folder (or results.json) of the run to compare against it")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=_compare)
 
     p = subparsers.add_parser(
         "demo", help="code the held-out carphone clip once, decode every prefix of scales, write a PNG strip"
@@ -169,9 +184,20 @@ def _evaluate(args: argparse.Namespace) -> int:
         rdoq=args.rdoq,
         start=args.start,
         size=args.size,
+        motion=args.motion,
     )
     print(result.summary)
     print(f"\nwrote {len(result.files)} files to {args.out}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import json
+
+    from progvc.evaluation.compare import compare_results, format_comparison, load_results
+
+    rows = compare_results(load_results(args.base), load_results(args.test))
+    print(json.dumps(rows, indent=2) if args.json else format_comparison(rows))
     return 0
 
 

@@ -1,11 +1,11 @@
-"""The progressive bitstream format (version 1): header, then GOPs of scale-major segments.
+"""The progressive bitstream format (version 3): header, then GOPs of scale-major segments.
 
 Layout (all integers unsigned; ``varint`` is LEB128, at most 5 bytes; see docs/bitstream.md)::
 
     header  = "PGVC" | version u8 | fingerprint 8B | width, height, fps_num, fps_den,
               num_frames, gop_size varint | num_scales varint, scales varint * num_scales |
               coder_len u8, coder ascii | synth_mode u8, seed varint, temperature_milli u16,
-              top_k varint | layers u8 | crc16 u16
+              top_k varint | layers u8 | motion u8 | crc16 u16
     gop     = layers_g u8 | segment * layers_g
     segment = length varint | payload (length bytes) | crc16 u16
 
@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
+from progvc.codec.motion import MOTION_MODES
 from progvc.codec.synthesis import SYNTHESIS_MODES, TEMPERATURE_UNIT, SynthesisSettings
 from progvc.errors import BitstreamError, ConfigError
 from progvc.io import MAX_PIXELS, MAX_SIDE
@@ -38,7 +39,9 @@ if TYPE_CHECKING:
     from progvc.codec.limits import DecodeLimits
 
 MAGIC = b"PGVC"
-VERSION = 2
+VERSION = 3
+#: older versions this progvc still reads: version 2 has no motion field (no motion).
+READABLE_VERSIONS = (2, 3)
 FINGERPRINT_BYTES = 8
 MAX_FRAMES = 2**31 - 1
 MAX_GOP = 1024
@@ -88,6 +91,8 @@ class Header:
         coder: name of the registered entropy coder of the segments.
         synthesis: default decoder-side synthesis of the scales not sent.
         layers: scales present in the fullest GOP (``0 .. K``).
+        motion: the prediction loops' motion (:mod:`progvc.codec.motion`): ``"none"`` or
+            ``"global"`` (every predicted frame's segment-0 chunk starts with its translation).
     """
 
     fingerprint: bytes
@@ -100,6 +105,7 @@ class Header:
     coder: str
     synthesis: SynthesisSettings
     layers: int
+    motion: str = "none"
 
     @property
     def num_gops(self) -> int:
@@ -143,6 +149,7 @@ class Header:
             f"coder name {self.coder[:40]!r} is not valid",
         )
         need(0 <= self.layers <= len(s), f"layers {self.layers} is outside 0..{len(s)}")
+        need(self.motion in MOTION_MODES, f"motion {self.motion!r} is not one of {', '.join(MOTION_MODES)}")
 
     def to_bytes(self) -> bytes:
         """The serialized header, CRC included."""
@@ -165,6 +172,7 @@ class Header:
                 struct.pack(">H", round(syn.temperature * TEMPERATURE_UNIT)),
                 varint(syn.top_k),
                 bytes([self.layers]),
+                bytes([MOTION_MODES.index(self.motion)]),
             ]
         )
         return body + struct.pack(">H", crc16(body))
@@ -233,9 +241,10 @@ def _parse_header(reader: _Reader) -> Header:
     if bytes(reader.take(len(MAGIC), "magic")) != MAGIC:
         raise BitstreamError("not a progvc stream (bad magic)")
     version = reader.u8("format version")
-    if version != VERSION:
+    if version not in READABLE_VERSIONS:
         raise BitstreamError(
-            f"stream format version {version} is not supported (this progvc reads {VERSION})"
+            f"stream format version {version} is not supported (this progvc reads "
+            f"{', '.join(map(str, READABLE_VERSIONS))})"
         )
     fingerprint = bytes(reader.take(FINGERPRINT_BYTES, "model fingerprint"))
     width = reader.varint("width", 1, MAX_SIDE)
@@ -258,6 +267,9 @@ def _parse_header(reader: _Reader) -> Header:
     temperature = reader.u16("temperature")
     top_k = reader.varint("top-k", 0, MAX_TOP_K)
     layers = reader.u8("layers")
+    motion = reader.u8("motion") if version >= 3 else 0
+    if motion >= len(MOTION_MODES):
+        raise BitstreamError(f"motion mode {motion} is unknown")
     end = reader.pos
     crc = reader.u16("header checksum")
     if crc != crc16(reader.buf[:end]):
@@ -275,6 +287,7 @@ def _parse_header(reader: _Reader) -> Header:
         coder=coder,
         synthesis=SynthesisSettings(SYNTHESIS_MODES[mode], seed, temperature / TEMPERATURE_UNIT, top_k),
         layers=layers,
+        motion=MOTION_MODES[motion],
     )
     header.check(BitstreamError)
     return header
@@ -386,6 +399,7 @@ class StreamInfo:
             "layers": h.layers,
             "gop_layers": list(self.gop_layers),
             "coder": h.coder,
+            "motion": h.motion,
             "synthesis": {
                 "mode": h.synthesis.mode,
                 "seed": h.synthesis.seed,

@@ -12,6 +12,10 @@ tables): for every GOP, for every frame ``t`` of the GOP, for every scale ``k``:
 * ``tables = logits_to_tables(logits)`` (:mod:`progvc.coders.tables`) and the frame's scale-``k`` symbols go into (or come out
   of) the GOP's scale-``k`` segment, one chunk per frame.
 
+With global motion (the header's ``motion``, :mod:`progvc.codec.motion`), the chunk of segment
+``motion_scale`` of every frame after the first of a GOP starts with two symbols, the frame's
+translation, which the loop applies to its fine levels' references before that scale is predicted.
+
 Segment ``k`` holds the frames' chunks in order, so the encoder and the decoder keep one coder
 per scale open and work frame-major: the decoder finishes a frame (all its scales, received or
 synthesized) before it starts the next, and its memory is bounded by a frame and the ``K``
@@ -36,6 +40,14 @@ from progvc.codec import bitstream
 from progvc.codec.bitstream import Header, StreamInfo
 from progvc.codec.limits import DecodeLimits
 from progvc.codec.model import CodecModel
+from progvc.codec.motion import (
+    Motion,
+    check_motion_mode,
+    motion_bits,
+    motion_from_symbols,
+    motion_symbols,
+    motion_tables,
+)
 from progvc.codec.prediction import ClipCode, PredictionLoop, code_clip
 from progvc.codec.refine import LatentRefiner
 from progvc.codec.synthesis import SynthesisSettings, gop_generator, pick_tokens
@@ -93,7 +105,9 @@ class Codec:
         refine_steps: int = 0,
         refine_lambda: float = 0.03,
         rdoq: float | None = None,
+        motion: str = "global",
     ) -> None:
+        self.motion = check_motion_mode(motion) if model.prediction == "loops" else "none"
         if rdoq is None:
             rdoq = getattr(model.tokenizer, "rdoq", 0.0)
         if not (isinstance(rdoq, (int, float)) and 0.0 <= rdoq <= 100.0):
@@ -232,7 +246,7 @@ class Codec:
         through the decoder's prediction loop, so it equals
         ``decompress(compress(video, layers=layers, gop=gop), synthesis="none")``.
         """
-        if self.rdoq > 0:  # the tokens depend on the context model's tables: code them for real
+        if self.rdoq > 0 or self.motion != "none":  # tokens or motion depend on the coded bits: code them
             return self.decompress(self.compress(video, layers=layers, gop=gop), synthesis="none")
         keep = self.spec.num_scales if layers is None else min(layers, self.spec.num_scales)
         size = video.shape[1:3]
@@ -292,15 +306,17 @@ class Codec:
             coder=coder,
             synthesis=synthesis,
             layers=layers,
+            motion=self.motion,
         )
         header.check(ConfigError)
         return header
 
-    def _code_frames(self, frames: np.ndarray) -> ClipCode:
+    def _code_frames(self, frames: np.ndarray, motion: str | None = None) -> ClipCode:
         """Tokens and reconstructions of one GOP of uint8 ``[t, H, W, 3]`` frames, with the model's prediction.
 
         The encoder transform runs in batches of ``batch_size`` frames; the quantizer then runs
-        frame after frame (each frame is coded against the previous one's reconstructions).
+        frame after frame (each frame is coded against the previous one's reconstructions), with
+        global motion ``motion`` (the codec's when ``None``).
         """
         with torch.inference_mode():
             latents = torch.cat(
@@ -312,16 +328,40 @@ class Codec:
                 ]
             )
             refine = self.refiner.hook(lambda t: frames_to_tensor(frames[t : t + 1], self.device))
-            return code_clip(self.model.tokenizer, latents[None], self.model.prediction, refine=refine)
+            motion = self.motion if motion is None else motion
+            return code_clip(self.model.tokenizer, latents[None], self.model.prediction, refine=refine, motion=motion)
 
     def _encode_gop(self, index: int, frames: np.ndarray, send: int) -> list[bytes]:
         """Segments of scales ``0 .. send - 1`` of one GOP of uint8 ``[t, H, W, 3]`` frames.
+
+        With global motion the GOP is coded twice, with the estimated motion and without (zero
+        motions), every scale each time; the motion is kept only when it costs no more bits and
+        leaves no larger pixel error (what a decoder of every scale shows) than coding without.
+        The choice is the same whatever ``send`` is, so truncation stays byte-identical.
+        """
+        size = frames.shape[1:3]
+        moving = self._code_frames(frames)
+        if all(m == (0, 0) for m in moving.motions):  # no motion estimated, or motion off
+            return self._encode_code(moving, size, send)[0][:send]
+
+        def coded(code: ClipCode) -> tuple[list[bytes], int, float]:
+            segments, latents = self._encode_code(code, size, self.spec.num_scales)
+            shown = self._pixels(torch.cat(latents), size).astype(np.float64)
+            return segments, sum(len(s) for s in segments), float(np.square(shown - frames).sum())
+
+        segments, bits, error = coded(moving)
+        still_segments, still_bits, still_error = coded(self._code_frames(frames, "none"))
+        keep = bits <= still_bits and error <= still_error
+        return (segments if keep else still_segments)[:send]
+
+    def _encode_code(self, code: ClipCode, size: tuple[int, int], send: int) -> tuple[list[bytes], list[Tensor]]:
+        """Entropy-code scales ``0 .. send - 1`` of a GOP's :class:`ClipCode`: the segments, and the
+        latents ``[1, C, h, w]`` a decoder of those scales shows, frame by frame.
 
         The tokens are the quantizer's own (:func:`code_clip`, with the dead zone), or with
         ``rdoq > 0`` chosen scale by scale against the context model's tables
         (``rd_quantize_scale``) from the same latents and the decoder's own loop state.
         """
-        code = self._code_frames(frames)
         encoders = [CODERS.create(self.model.coder).encoder() for _ in range(send)]
         tok64 = self._tokenizer64
 
@@ -339,9 +379,14 @@ class Codec:
 
             return encode
 
-        for _ in self._code_gop(len(frames), frames.shape[1:3], send, pick):
-            pass
-        return [e.finish() for e in encoders]
+        def motion_of(t: int, k: int, loop: PredictionLoop) -> Motion:
+            if k < len(encoders):  # the motion opens the frame's chunk of segment k
+                encoders[k].encode(motion_symbols(code.motions[t], loop.motion), motion_tables())
+            return code.motions[t]
+
+        frames = self._code_gop(len(code.tokens), size, send, pick, motion=(self.motion, motion_of))
+        latents = [latent for latent, _, _ in frames]
+        return [e.finish() for e in encoders], latents
 
     # ------------------------------------------------------------------ decoder
 
@@ -390,24 +435,28 @@ class Codec:
         """
         stream, settings = self._open_stream(data, layers, synthesis, seed)
         for _, frames in self._decode_frames(stream, layers, settings):
-            per_frame = [tokens for _, tokens, _ in frames]
+            per_frame = [tokens for _, tokens, _, _ in frames]
             yield (
                 [torch.cat([f[k] for f in per_frame]) for k in range(len(per_frame[0]))] if per_frame else []
             )
 
     def frame_bits(self, data: bytes) -> list[dict[str, Any]]:
-        """Per frame of a stream: ``{"index", "gop", "position", "bits": [b_1, ..., b_K']}``.
+        """Per frame of a stream: ``{"index", "gop", "position", "bits": [b_1, ..., b_K'], "motion": [dy, dx]}``.
 
         ``bits[k]`` is the information content, in bits, of the frame's scale-``k`` symbols under
         the decoder's integer tables (``-log2(freq / total)``, summed); the range coder spends
         within about 0.1 % of it, and a segment's bytes hold its frames' bits plus at most 32.
+        Scale ``motion_scale`` includes the frame's global motion symbols; ``motion`` is that motion in
+        sixteenths of a latent pixel (``[0, 0]`` without).
         Only the scales the stream carries are listed (decoding with the model, no synthesis).
         """
         stream, settings = self._open_stream(data, None, "none", None)
         out: list[dict[str, Any]] = []
         for gop, frames in self._decode_frames(stream, None, settings, with_bits=True):
-            for position, (_, _, bits) in enumerate(frames):
-                out.append({"index": len(out), "gop": gop.index, "position": position, "bits": bits})
+            for position, (_, _, bits, motion) in enumerate(frames):
+                out.append(
+                    {"index": len(out), "gop": gop.index, "position": position, "bits": bits, "motion": list(motion)}
+                )
         return out
 
     def _decode_gops(
@@ -419,7 +468,7 @@ class Codec:
         pending: list[Tensor] = []
         with self._bar(header.num_frames, "decompress") as bar:
             for _, frames in self._decode_frames(stream, layers, settings):
-                for latent, _, _ in frames:
+                for latent, _, _, _ in frames:
                     pending.append(latent)
                     if len(pending) == self.batch_size:
                         yield self._pixels(torch.cat(pending), size)
@@ -435,8 +484,8 @@ class Codec:
         layers: int | None,
         settings: SynthesisSettings,
         with_bits: bool = False,
-    ) -> Iterator[tuple[bitstream.Gop, Iterator[tuple[Tensor, list[Tensor], list[float]]]]]:
-        """Per GOP: ``(gop, frames)``, ``frames`` yielding ``(latent [1, C, h, w], tokens, bits)`` frame by frame.
+    ) -> Iterator[tuple[bitstream.Gop, Iterator[tuple[Tensor, list[Tensor], list[float], Motion]]]]:
+        """Per GOP: ``(gop, frames)``, ``frames`` yielding ``(latent [1, C, h, w], tokens, bits, motion)`` frame by frame.
 
         The frames of a GOP must be consumed before the next GOP is asked for.
         """
@@ -449,7 +498,11 @@ class Codec:
             sizes = self.spec.scale_sizes(*size)
             readers = [
                 _SegmentReader(
-                    coder, gop, k, with_bits, gop.num_frames * sizes[k][0] * sizes[k][1] * self.spec.groups
+                    coder,
+                    gop,
+                    k,
+                    with_bits,
+                    gop.num_frames * (sizes[k][0] * sizes[k][1] * self.spec.groups + 2),  # + motion
                 )
                 for k in range(sent)
             ]
@@ -459,9 +512,15 @@ class Codec:
                 def pick(scale: int, loop: PredictionLoop, readers=readers) -> Picker | None:
                     return readers[scale] if scale < len(readers) else None
 
-                for latent, tokens in self._code_gop(gop.num_frames, size, total, pick, settings, generator):
+                def motion_of(t: int, scale: int, loop: PredictionLoop, readers=readers) -> Motion | None:
+                    return readers[scale].motion(t, loop.motion) if scale < len(readers) else None
+
+                motion = (header.motion, motion_of)
+                for latent, tokens, moved in self._code_gop(
+                    gop.num_frames, size, total, pick, settings, generator, motion
+                ):
                     bits = [r.bits.pop(0) for r in readers] if with_bits else []
-                    yield latent, tokens, bits
+                    yield latent, tokens, bits, moved
 
             yield gop, frames()
 
@@ -485,15 +544,21 @@ class Codec:
         pick: Callable[[int, PredictionLoop], Picker | None],
         settings: SynthesisSettings | None = None,
         generator: torch.Generator | None = None,
-    ) -> Iterator[tuple[Tensor, list[Tensor]]]:
+        motion: tuple[str, Callable[[int, int, PredictionLoop], Motion | None]] | None = None,
+    ) -> Iterator[tuple[Tensor, list[Tensor], Motion]]:
         """Frame after frame of a GOP, scales ``0 .. total - 1`` of each: logits, then symbols from
         ``pick(k, loop)(t, freqs_of)`` (encode or decode) or, where that is ``None``, from synthesis;
-        then the prediction loop. Yields ``(latent [1, C, h, w], tokens)`` of every frame, where
-        ``latent`` is what the decoder shows and ``tokens`` are ``[1, h_k, w_k, G]`` maps."""
+        then the prediction loop. Yields ``(latent [1, C, h, w], tokens, motion)`` of every frame, where
+        ``latent`` is what the decoder shows, ``tokens`` are ``[1, h_k, w_k, G]`` maps and ``motion``
+        the frame's global motion (``(0, 0)`` without).
+        ``motion = (mode, motion_of)``: the loops' motion mode, and ``motion_of(t, k, loop)``, which
+        gives (encodes or decodes) frame ``t``'s motion where the loop :meth:`~PredictionLoop.codes_motion`
+        at scale ``k`` (``None``: not received, the references stay in place)."""
         from progvc.coders.tables import logits_to_tables  # float32 grid tables (fast, deterministic)
 
         spec = self.spec
-        loop = PredictionLoop(self._tokenizer64, self.model.prediction, size)
+        mode, motion_of = motion or ("none", None)
+        loop = PredictionLoop(self._tokenizer64, self.model.prediction, size, mode)
         pickers = [pick(k, loop) for k in range(total)]
         # one tables buffer per scale, reused frame after frame (a picker uses its tables at once)
         buffers = [
@@ -502,9 +567,15 @@ class Codec:
         with torch.inference_mode():
             for t in range(num_frames):
                 loop.start_frame()
+                moved: Motion = (0, 0)
                 state = self._context64.init_state(1)
                 for k in range(total):
                     h, w = loop.sizes[k]
+                    if motion_of is not None and loop.codes_motion(k):
+                        got = motion_of(t, k, loop)
+                        if got is not None:
+                            loop.move(got)
+                            moved = got
                     cur, prev = loop.inputs(k)
                     logits = self._context64.step(state, k, cur, prev).reshape(-1, spec.alphabet).cpu()
                     if pickers[k] is None:
@@ -512,7 +583,7 @@ class Codec:
                     else:
                         symbols = pickers[k](t, lambda logits=logits, k=k: logits_to_tables(logits, buffers[k]))
                     loop.add_scale(symbols.reshape(1, h, w, spec.groups).to(self.device))
-                yield loop.latent(), list(loop.tokens)
+                yield loop.latent(), list(loop.tokens), moved
 
     def _bar(self, total: int | None, desc: str):
         from tqdm import tqdm
@@ -562,6 +633,7 @@ class _SegmentReader:
     ) -> None:
         self.gop, self.k = gop, k
         self.bits: list[float] | None = [] if with_bits else None
+        self._motion_bits = 0.0  # of the frame whose scale-0 chunk is being read
         try:
             self.decoder = coder.decoder(bytes(gop.segments[k]), max_symbols)
         except Exception as exc:
@@ -571,18 +643,29 @@ class _SegmentReader:
                 f"GOP {gop.index} scale {k} cannot be decoded ({type(exc).__name__})"
             ) from None
 
-    def __call__(self, t: int, freqs_of: Callable[[], Tensor]) -> Tensor:
-        freqs = freqs_of()
+    def _decode(self, t: int, freqs: Tensor) -> Tensor:
         try:
-            symbols = self.decoder.decode(freqs)
+            return self.decoder.decode(freqs)
         except Exception as exc:  # a coder's own error on corrupt data
             if isinstance(exc, BitstreamError):
                 raise
             raise BitstreamError(
                 f"GOP {self.gop.index} scale {self.k} frame {t} cannot be decoded ({type(exc).__name__})"
             ) from None
+
+    def motion(self, t: int, previous: Motion) -> Motion:
+        """Frame ``t``'s global motion, which opens its chunk (segment ``motion_scale``); its bits count to that scale."""
+        motion = motion_from_symbols(self._decode(t, motion_tables()), previous)
+        if self.bits is not None:
+            self._motion_bits = motion_bits(motion, previous)
+        return motion
+
+    def __call__(self, t: int, freqs_of: Callable[[], Tensor]) -> Tensor:
+        freqs = freqs_of()
+        symbols = self._decode(t, freqs)
         if self.bits is not None:
             f = freqs.to(torch.float64)
             chosen = f.gather(-1, symbols.reshape(-1, 1).to(torch.int64)).squeeze(-1)
-            self.bits.append(float((f.sum(-1).log2() - chosen.log2()).sum()))
+            self.bits.append(float((f.sum(-1).log2() - chosen.log2()).sum()) + self._motion_bits)
+            self._motion_bits = 0.0
         return symbols

@@ -15,6 +15,11 @@ earlier frames' scales ``<= j`` only. Content that did not change is coded as ze
 which cost almost nothing under the context model. ``mode="intra"`` codes every frame alone
 (``R_t[j] = S_t[j]``), the first design.
 
+With global motion (:mod:`progvc.codec.motion`), the references of the fine levels are first
+translated by the frame's motion: ``R_{t-1}[j]`` becomes ``translate(R_{t-1}[j], m_t)`` for
+``j >= motion_scale``, in the encoder (:func:`code_clip`, which also estimates ``m_t``) and in
+the decoder alike (:meth:`PredictionLoop.move`, when scale ``motion_scale`` begins).
+
 The context model sees, for scale ``k`` of frame ``t``: ``cur_k = down_k(S_t[k-1])`` (what this
 frame has coded so far) and ``prev_k = down_k(R_{t-1}[k])`` (the reference at that level),
 exactly as :func:`progvc.context_models.scale_inputs` builds them from ``S_t`` and ``R_{t-1}``.
@@ -29,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from progvc.codec.motion import Motion, check_motion_mode, estimate_gop, motion_scale, translate
 from progvc.context_models.base import ContextModel, area_resize
 from progvc.errors import ConfigError
 from progvc.tokenizers.base import Tokenizer
@@ -55,6 +61,8 @@ class ClipCode:
         recons: per frame, ``K`` reconstructions ``R_t[k]`` ``[B, C, h, w]`` (what a decoder
             receiving ``k + 1`` scales holds).
         rate_bits: the tokenizer's own rate estimate of the whole clip in bits, or ``None``.
+        motions: per frame, its global motion ``(dy, dx)`` in sixteenths of a latent pixel
+            (``(0, 0)`` for the first frame and without motion).
     """
 
     latents: list[Tensor] = field(default_factory=list)
@@ -62,6 +70,7 @@ class ClipCode:
     own: list[list[Tensor]] = field(default_factory=list)
     recons: list[list[Tensor]] = field(default_factory=list)
     rate_bits: Tensor | None = None
+    motions: list[Motion] = field(default_factory=list)
 
 
 def rd_chooser(
@@ -103,6 +112,7 @@ def code_clip(
     refine: Callable[[int, Tensor, list[Tensor] | None], Tensor] | None = None,
     context_model: ContextModel | None = None,
     rdoq: float = 0.0,
+    motion: str = "none",
 ) -> ClipCode:
     """Quantize the latents ``[B, T, C, h, w]`` of clips frame after frame with prediction ``mode``.
 
@@ -114,21 +124,31 @@ def code_clip(
     ``context_model``, tokens are chosen for distortion + ``rdoq`` x bits under that model
     (:func:`rd_chooser`; no gradient through the chosen scales). The tokenizer must provide
     ``quantize(f, update, refs, choose)`` (every :class:`~progvc.tokenizers.multiscale.MultiScaleResidualTokenizer` does).
+    With ``motion="global"`` (``"loops"`` only, one clip: ``B = 1``) every frame after the first
+    gets a translation (:func:`progvc.codec.motion.estimate_gop`, on the latents before
+    refinement), and its references of levels ``>= motion_scale`` are translated by it.
     """
     if rdoq > 0 and context_model is None:
         raise ConfigError("code_clip: rdoq > 0 needs a context model")
     check_mode(mode)
+    moving = check_motion_mode(motion) == "global" and mode == "loops"
+    if moving and latents.shape[0] != 1:
+        raise ConfigError(f"code_clip: global motion codes one clip at a time, got a batch of {latents.shape[0]}")
     quantize = getattr(tokenizer, "quantize", None)
     if quantize is None:
         raise ConfigError(f"tokenizer {type(tokenizer).__name__} cannot quantize against references")
     out = ClipCode()
     refs: list[Tensor] | None = None
     rates = []
+    out.motions = estimate_gop(latents[0].detach()) if moving else [(0, 0)] * latents.shape[1]
+    first_moved = motion_scale(tokenizer.spec.scales)
     for t in range(latents.shape[1]):
+        if moving and refs is not None:
+            refs = [r if j < first_moved else translate(r, out.motions[t]) for j, r in enumerate(refs)]
         f = latents[:, t] if refine is None else refine(t, latents[:, t], refs)
         choose = None
         if rdoq > 0:
-            prev = out.recons[-1] if out.recons else None
+            prev = refs if refs is not None else (out.recons[-1] if out.recons else None)
             choose = rd_chooser(tokenizer, context_model, rdoq, f.shape[0], prev)
         res = quantize(f, update=update and t == 0, refs=refs, **({"choose": choose} if choose else {}))
         out.latents.append(f.detach())
@@ -156,14 +176,19 @@ class PredictionLoop:
             compute bit-identical inputs).
         mode: ``"intra"`` or ``"loops"``.
         size: frame ``(H, W)`` in pixels.
+        motion: ``"none"`` or ``"global"`` (frames after the first carry a translation of the
+            levels ``>= motion_scale``, :meth:`move`; only with ``"loops"``).
     """
 
-    def __init__(self, tokenizer: Tokenizer, mode: str, size: tuple[int, int]) -> None:
+    def __init__(self, tokenizer: Tokenizer, mode: str, size: tuple[int, int], motion: str = "none") -> None:
         self.tokenizer = tokenizer
         self.mode = check_mode(mode)
+        self.moving = check_motion_mode(motion) == "global" and self.mode == "loops"
+        self.motion: Motion = (0, 0)  # the last motion coded (what the next one is coded against)
         self.size = size
         self.spec = tokenizer.spec
         self.sizes = self.spec.scale_sizes(*size)
+        self.motion_scale = motion_scale(self.spec.scales)
         param = next(tokenizer.parameters())
         self._zeros = param.new_zeros(1, self.spec.latent_dim, *self.sizes[-1])
         self.refs: list[Tensor] | None = None  # R_{t-1}[k] for the levels coded so far
@@ -171,11 +196,23 @@ class PredictionLoop:
         self.tokens: list[Tensor] = []  # the frame's tokens so far
         self.own: Tensor = self._zeros  # S_t after the frame's scales so far
 
+    def codes_motion(self, k: int) -> bool:
+        """Whether scale ``k`` of the frame being coded opens with its global motion (:meth:`move`)."""
+        return self.moving and k == self.motion_scale and self.refs is not None
+
     def start_frame(self) -> None:
         """Begin the next frame: its own sum is zero; the last frame's levels become the references."""
         if self.tokens:  # intra: the previous frame still informs the context model (prev inputs)
             self.refs = self.recons
         self.recons, self.tokens, self.own = [], [], self._zeros
+
+    def move(self, motion: Motion) -> None:
+        """Translate the references of levels ``>= motion_scale`` by the frame's ``motion``
+        (sixteenths of a latent pixel), before scale ``motion_scale`` (when :meth:`codes_motion`)."""
+        if not self.codes_motion(len(self.tokens)):
+            raise ConfigError(f"global motion comes before scale {self.motion_scale} of a predicted frame")
+        self.motion = motion
+        self.refs = [r if j < self.motion_scale else translate(r, motion) for j, r in enumerate(self.refs)]
 
     @property
     def first(self) -> bool:

@@ -341,6 +341,7 @@ def evaluate(
     rdoq: float | Sequence[float] | None = None,
     start: int = 0,
     size: tuple[int, int] | None = None,
+    motion: str = "global",
 ) -> EvaluationResult:
     """Evaluate progvc against the anchors on ``videos`` and write the results into ``out``.
 
@@ -370,6 +371,7 @@ def evaluate(
         start: first frame of every video to evaluate (e.g. a training video's held-out frames).
         size: ``(H, W)``: area-downscale every video to this size first
             (:func:`~progvc.io.area_downscale`; e.g. an HD clip at the density of small video).
+        motion: progvc's global motion, ``"global"`` or ``"none"`` (:mod:`progvc.codec.motion`).
     """
     from progvc.codec import Codec, CodecModel
     from progvc.io import area_downscale, read_video
@@ -391,7 +393,9 @@ def evaluate(
     codecs = []
     if model is not None:
         loaded = CodecModel.load(model)
-        codecs = [Codec(loaded, device=device, refine_steps=refine_steps, rdoq=r) for r in weights_rdoq]
+        codecs = [
+            Codec(loaded, device=device, refine_steps=refine_steps, rdoq=r, motion=motion) for r in weights_rdoq
+        ]
     modes = list(synthesis) if codecs else []
     points: list[dict] = []
     skipped: dict[str, str] = {}
@@ -443,6 +447,7 @@ def evaluate(
             "seed": seed,
             "refine_steps": refine_steps,
             "rdoq": [c.rdoq for c in codecs] if len(codecs) > 1 else codecs[0].rdoq if codecs else None,
+            "motion": codecs[0].motion if codecs else None,
             "deadzone": getattr(codecs[0].model.tokenizer, "deadzone", None) if codecs else None,
         },
         "anchors": {a: get_anchor(a).describe(gop, bitrate=anchor_bpps is not None) for a in anchors},
