@@ -163,3 +163,11 @@ def test_estimates_stay_within_the_range_however_fast_the_content_moves():
     assert abs(sum(dx for _, dx in motions)) <= limit
     for m, prev in zip(motions[1:], motions[:-1]):
         assert motion_from_symbols(motion_symbols(m, prev), prev) == m
+
+
+def test_estimate_ends_where_many_translations_tie():
+    edge = torch.zeros(1, 4, 12, 16, dtype=torch.float64)
+    edge[..., :, 8:] = 1.0  # a step: every translation that pushes it out of view costs 0
+    assert estimate(edge, edge) == (0, 0)
+    dy, dx = estimate(torch.zeros_like(edge), edge)
+    assert dy == 0 and 0 < dx <= MOTION_RANGE * MOTION_UNIT  # ties keep the smaller move

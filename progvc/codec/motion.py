@@ -97,10 +97,12 @@ def estimate(f: Tensor, ref: Tensor, guess: Motion = (0, 0)) -> Motion:
     """The translation of ``ref [1, C, h, w]`` that best predicts ``f [1, C, h, w]`` (the encoder's search).
 
     Coarse to fine: whole latent pixels within 2 of ``guess`` and of no motion (then a descent in
-    whole pixels while it improves), then quarters, then sixteenths around the best so far, minimising the mean squared difference. Each round compares
+    whole pixels while it improves), then quarters, then sixteenths around the best so far,
+    minimising the mean squared difference. Each round compares
     its candidates on one crop that leaves out the borders their translations replicate (at most
-    a quarter of the grid per side). Ties and near-ties (within :data:`KEEP_TOLERANCE`) keep
-    ``guess``, which costs the fewest bits.
+    a quarter of the grid per side); exact ties go to the candidate nearest ``guess``. Near-ties
+    of the result and ``guess`` (within :data:`KEEP_TOLERANCE`) keep ``guess``, which costs the
+    fewest bits.
     """
     limit = MOTION_RANGE * MOTION_UNIT
     h, w = f.shape[-2:]
@@ -114,16 +116,21 @@ def estimate(f: Tensor, ref: Tensor, guess: Motion = (0, 0)) -> Motion:
 
     guess = (max(-limit, min(limit, int(guess[0]))), max(-limit, min(limit, int(guess[1]))))
     u = MOTION_UNIT
+
+    def pick(seen: dict[Motion, float]) -> Motion:  # the cheapest; among ties, the nearest to the guess
+        return min(seen, key=lambda m: (seen[m], abs(m[0] - guess[0]) + abs(m[1] - guess[1])))
+
     seen = costs([(s[0] + dy * u, s[1] + dx * u) for s in ((0, 0), guess) for dy in range(-2, 3) for dx in range(-2, 3)])
-    best = min(seen, key=seen.__getitem__)
-    while True:  # whole-pixel descent, for motions beyond the first window
+    best = pick(seen)
+    for _ in range(2 * MOTION_RANGE):  # whole-pixel descent, for motions beyond the first window
         seen = costs([(best[0] + dy * u, best[1] + dx * u) for dy in range(-1, 2) for dx in range(-1, 2)])
-        if min(seen, key=seen.__getitem__) == best:
+        moved = pick(seen)
+        if not seen[moved] < seen[best]:  # strictly better only: ties (flat content) would wander
             break
-        best = min(seen, key=seen.__getitem__)
+        best = moved
     for step in (u // 4, u // 16):
         seen = costs([(best[0] + dy * step, best[1] + dx * step) for dy in range(-3, 4) for dx in range(-3, 4)])
-        best = min(seen, key=seen.__getitem__)
+        best = pick(seen)
     final = costs([best, guess])
     return guess if final[guess] <= final[best] * (1.0 + KEEP_TOLERANCE) else best
 
