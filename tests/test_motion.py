@@ -1,5 +1,6 @@
 """progvc.codec.motion: global motion of the prediction loops, estimated, coded and followed exactly."""
 
+import json
 import struct
 
 import numpy as np
@@ -171,3 +172,22 @@ def test_estimate_ends_where_many_translations_tie():
     assert estimate(edge, edge) == (0, 0)
     dy, dx = estimate(torch.zeros_like(edge), edge)
     assert dy == 0 and 0 < dx <= MOTION_RANGE * MOTION_UNIT  # ties keep the smaller move
+
+
+def test_cli_motion_option_and_per_frame_motion(tmp_path, pan, capsys):
+    from progvc.cli import main
+    from progvc.io import write_video
+
+    tiny_model("mssq", prediction="loops").save(tmp_path / "m.pt")
+    write_video(tmp_path / "pan", pan)
+    for mode in ("none", "global"):
+        argv = ["compress", tmp_path / "pan", tmp_path / f"{mode}.pgv", "--model", tmp_path / "m.pt", "--motion", mode]
+        assert main([str(a) for a in (*argv, "--gop", "6", "--quiet")]) == 0
+        capsys.readouterr()
+        assert main(["info", str(tmp_path / f"{mode}.pgv"), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["motion"] == mode
+    assert main(["info", str(tmp_path / "global.pgv"), "--frames", "--model", str(tmp_path / "m.pt")]) == 0
+    assert "motion (dy, dx)" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "global.pgv"), "--frames", "--json", "--model", str(tmp_path / "m.pt")]) == 0
+    frames = json.loads(capsys.readouterr().out)["frames"]
+    assert len(frames) == 6 and all(len(f["motion"]) == 2 for f in frames)
