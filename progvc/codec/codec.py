@@ -311,22 +311,27 @@ class Codec:
         header.check(ConfigError)
         return header
 
-    def _code_frames(self, frames: np.ndarray, motion: str | None = None) -> ClipCode:
-        """Tokens and reconstructions of one GOP of uint8 ``[t, H, W, 3]`` frames, with the model's prediction.
-
-        The encoder transform runs in batches of ``batch_size`` frames; the quantizer then runs
-        frame after frame (each frame is coded against the previous one's reconstructions), with
-        global motion ``motion`` (the codec's when ``None``).
-        """
+    def _latents(self, frames: np.ndarray) -> Tensor:
+        """The encoder transform of uint8 ``[t, H, W, 3]`` frames, in batches of ``batch_size``: ``[t, C, h, w]``."""
         with torch.inference_mode():
-            latents = torch.cat(
+            return torch.cat(
                 [
-                    self.model.tokenizer.encode_latent(
-                        frames_to_tensor(frames[i : i + self.batch_size], self.device)
-                    )
+                    self.model.tokenizer.encode_latent(frames_to_tensor(frames[i : i + self.batch_size], self.device))
                     for i in range(0, len(frames), self.batch_size)
                 ]
             )
+
+    def _code_frames(
+        self, frames: np.ndarray, motion: str | None = None, latents: Tensor | None = None
+    ) -> ClipCode:
+        """Tokens and reconstructions of one GOP of uint8 ``[t, H, W, 3]`` frames, with the model's prediction.
+
+        From the frames' encoder ``latents`` (:meth:`_latents` when ``None``), the quantizer runs
+        frame after frame (each frame is coded against the previous one's reconstructions), with
+        global motion ``motion`` (the codec's when ``None``).
+        """
+        latents = self._latents(frames) if latents is None else latents
+        with torch.inference_mode():
             refine = self.refiner.hook(lambda t: frames_to_tensor(frames[t : t + 1], self.device))
             motion = self.motion if motion is None else motion
             return code_clip(self.model.tokenizer, latents[None], self.model.prediction, refine=refine, motion=motion)
@@ -340,7 +345,8 @@ class Codec:
         The choice is the same whatever ``send`` is, so truncation stays byte-identical.
         """
         size = frames.shape[1:3]
-        moving = self._code_frames(frames)
+        latents = self._latents(frames)
+        moving = self._code_frames(frames, latents=latents)
         if all(m == (0, 0) for m in moving.motions):  # no motion estimated, or motion off
             return self._encode_code(moving, size, send)[0][:send]
 
@@ -350,7 +356,7 @@ class Codec:
             return segments, sum(len(s) for s in segments), float(np.square(shown - frames).sum())
 
         segments, bits, error = coded(moving)
-        still_segments, still_bits, still_error = coded(self._code_frames(frames, "none"))
+        still_segments, still_bits, still_error = coded(self._code_frames(frames, "none", latents))
         keep = bits <= still_bits and error <= still_error
         return (segments if keep else still_segments)[:send]
 
@@ -633,7 +639,7 @@ class _SegmentReader:
     ) -> None:
         self.gop, self.k = gop, k
         self.bits: list[float] | None = [] if with_bits else None
-        self._motion_bits = 0.0  # of the frame whose scale-0 chunk is being read
+        self._motion_bits = 0.0  # of the frame whose chunk is being read (segment motion_scale)
         try:
             self.decoder = coder.decoder(bytes(gop.segments[k]), max_symbols)
         except Exception as exc:
