@@ -92,7 +92,7 @@ class Header:
         synthesis: default decoder-side synthesis of the scales not sent.
         layers: scales present in the fullest GOP (``0 .. K``).
         motion: the prediction loops' motion (:mod:`progvc.codec.motion`): ``"none"`` or
-            ``"global"`` (every predicted frame's segment-0 chunk starts with its translation).
+            ``"global"`` (every predicted frame's chunk of segment ``motion_scale`` starts with its translation).
     """
 
     fingerprint: bytes

@@ -4,8 +4,8 @@ A camera pan moves the whole picture between frames; without compensation, each 
 copies the previous frame's reconstruction at the same place, and the difference (small per
 frame, but growing over the GOP) is coded or left as error. With global motion the encoder sends,
 for every frame after the first of a GOP, a translation ``(dy, dx)`` of the latent grid in
-sixteenths of a latent pixel, and every loop's reference ``R_{t-1}[k]`` is translated by it
-before frame ``t`` is predicted from it (:class:`~progvc.codec.prediction.PredictionLoop`).
+sixteenths of a latent pixel, and the references ``R_{t-1}[k]`` of the fine levels are
+translated by it before frame ``t`` is predicted from them (:class:`~progvc.codec.prediction.PredictionLoop`).
 
 * :func:`translate` is separable linear interpolation with replicated borders: element-wise
   float arithmetic on exact weights (``a / 16``), so the encoder and the decoder compute the
@@ -42,10 +42,18 @@ MOTION_UNIT = 16
 #: the largest motion component, in latent pixels (8 pixels of the latent grid: 64 pixels of
 #: a frame at 8x downsampling).
 MOTION_RANGE = 8
+#: the same in motion units: every motion component and position lies in ``[-MOTION_LIMIT, MOTION_LIMIT]``.
+MOTION_LIMIT = MOTION_RANGE * MOTION_UNIT
 #: values of one coded symbol: the change of a component, ``-2R .. 2R`` units (``R`` = range in units).
 MOTION_ALPHABET = 4 * MOTION_RANGE * MOTION_UNIT + 1
 
 Motion = tuple[int, int]  # (dy, dx) in 1 / MOTION_UNIT latent pixels
+
+
+def _clip(m: Motion) -> Motion:
+    """``m`` with each component clipped to ``[-MOTION_LIMIT, MOTION_LIMIT]``."""
+    return max(-MOTION_LIMIT, min(MOTION_LIMIT, int(m[0]))), max(-MOTION_LIMIT, min(MOTION_LIMIT, int(m[1])))
+
 #: the encoder keeps the previous frame's motion (the cheapest to code) unless another one lowers
 #: the squared difference by more than this fraction.
 KEEP_TOLERANCE = 0.005
@@ -104,17 +112,16 @@ def estimate(f: Tensor, ref: Tensor, guess: Motion = (0, 0)) -> Motion:
     of the result and ``guess`` (within :data:`KEEP_TOLERANCE`) keep ``guess``, which costs the
     fewest bits.
     """
-    limit = MOTION_RANGE * MOTION_UNIT
     h, w = f.shape[-2:]
 
     def costs(candidates: list[Motion]) -> dict[Motion, float]:
-        candidates = [m for m in dict.fromkeys(candidates) if max(abs(m[0]), abs(m[1])) <= limit]
+        candidates = [m for m in dict.fromkeys(candidates) if max(abs(m[0]), abs(m[1])) <= MOTION_LIMIT]
         my = min(h // 4, max(-(-abs(m[0]) // MOTION_UNIT) for m in candidates))
         mx = min(w // 4, max(-(-abs(m[1]) // MOTION_UNIT) for m in candidates))
         inner = (..., slice(my, h - my), slice(mx, w - mx))
         return {m: float((f[inner] - translate(ref, m)[inner]).pow(2).mean()) for m in candidates}
 
-    guess = (max(-limit, min(limit, int(guess[0]))), max(-limit, min(limit, int(guess[1]))))
+    guess = _clip(guess)
     u = MOTION_UNIT
 
     def pick(seen: dict[Motion, float]) -> Motion:  # the cheapest; among ties, the nearest to the guess
@@ -146,14 +153,13 @@ def estimate_gop(latents: Tensor) -> list[Motion]:
     shows as one sixteenth every frame or two. Positions are searched within
     :data:`MOTION_RANGE` latent pixels of the first frame, and a motion never exceeds it.
     """
-    limit = MOTION_RANGE * MOTION_UNIT
     motions: list[Motion] = [(0, 0)]
     position: Motion = (0, 0)
     for t in range(1, latents.shape[0]):
         last = motions[-1]
         found = estimate(latents[t : t + 1], latents[:1], guess=(position[0] + last[0], position[1] + last[1]))
         # positions lie within the range (estimate's candidates), so motions within twice it: clip them
-        motion = (max(-limit, min(limit, found[0] - position[0])), max(-limit, min(limit, found[1] - position[1])))
+        motion = _clip((found[0] - position[0], found[1] - position[1]))
         motions.append(motion)
         position = (position[0] + motion[0], position[1] + motion[1])
     return motions
@@ -191,8 +197,7 @@ def motion_from_symbols(symbols: Tensor, previous: Motion) -> Motion:
 
     half = MOTION_ALPHABET // 2
     dy, dx = (int(s) - half + p for s, p in zip(symbols.tolist(), previous))
-    limit = MOTION_RANGE * MOTION_UNIT
-    if max(abs(dy), abs(dx)) > limit:
+    if max(abs(dy), abs(dx)) > MOTION_LIMIT:
         raise BitstreamError(f"global motion ({dy}, {dx}) / {MOTION_UNIT} exceeds {MOTION_RANGE} latent pixels")
     return dy, dx
 

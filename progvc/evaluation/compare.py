@@ -15,10 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from progvc.errors import ConfigError
+from progvc.evaluation.evaluate import METRIC_CLASSES
 from progvc.evaluation.rd import bd_rate_table
-
-#: direction of every metric ``progvc evaluate`` writes (``True``: higher is better).
-HIGHER_IS_BETTER = {"psnr": True, "msssim": True, "haarpsi": True, "lpips": False, "dists": False, "fvd": False}
 
 
 def load_results(path: str | Path) -> dict:
@@ -44,7 +42,7 @@ def load_results(path: str | Path) -> dict:
 def compare_results(base: Mapping, test: Mapping) -> list[dict]:
     """BD-rate rows of TEST's progvc curves against BASE's: ``video, curve, metric, bd_rate_percent,
     overlap_low, overlap_high, reason`` (see :func:`~progvc.evaluation.rd.bd_rate_table`)."""
-    metrics = [m for m in HIGHER_IS_BETTER if m in set(base.get("metrics", ())) & set(test.get("metrics", ()))]
+    metrics = [m for m in METRIC_CLASSES if m in set(base.get("metrics", ())) & set(test.get("metrics", ()))]
     if not metrics:
         raise ConfigError("the two evaluations share no quality metric")
 
@@ -62,7 +60,7 @@ def compare_results(base: Mapping, test: Mapping) -> list[dict]:
             for p in data["points"]
             if p["video"] == video and p["codec"] == codec
         ]
-        for row in bd_rate_table(points, ["test"], ["base"], {m: HIGHER_IS_BETTER[m] for m in metrics}):
+        for row in bd_rate_table(points, ["test"], ["base"], {m: METRIC_CLASSES[m].higher_is_better for m in metrics}):
             rows.append({"video": video, "curve": codec, **{k: row[k] for k in row if k not in ("video", "test", "anchor")}})
     return rows
 
