@@ -200,7 +200,7 @@ def test_compress_rdoq_option(tmp_path, capsys):
 
     tiny_model("mssq", prediction="loops").save(tmp_path / "scalar.pt")
     write_video(tmp_path / "clip", clip())
-    model = ["--model", tmp_path / "scalar.pt", "--gop", "5", "--quiet"]
+    model = ["--model", tmp_path / "scalar.pt", "--gop", "5", "--quiet", "--skip", "off"]  # RDOQ alone
     assert cli("compress", tmp_path / "clip", tmp_path / "plain.pgv", *model, "--rdoq", "0") == 0
     assert cli("compress", tmp_path / "clip", tmp_path / "rd.pgv", *model, "--rdoq", "100") == 0
     assert (tmp_path / "rd.pgv").stat().st_size < (tmp_path / "plain.pgv").stat().st_size

@@ -66,6 +66,7 @@ _FIELDS: dict[str, tuple[str, int]] = {
     "top_k": ("varint", bitstream.MAX_TOP_K),
     "layers": ("u8", 255),
     "motion": ("u8", 255),
+    "skip": ("u8", 255),
     "version": ("u8", 255),
 }
 
@@ -101,6 +102,7 @@ class RawStream:
     top_k: int
     layers: int
     motion: int
+    skip: int
     gops: list[tuple[int, list[bytes]]] = field(default_factory=list)
     #: bytes cut from (negative) or appended to (positive) the serialized stream.
     tail: bytes | int = b""
@@ -130,6 +132,7 @@ class RawStream:
             top_k=h.synthesis.top_k,
             layers=h.layers,
             motion=MOTION_MODES.index(h.motion),
+            skip=int(h.skip),
             gops=[(len(g.segments), [bytes(p) for p in g.segments]) for g in s.gops],
         )
 
@@ -171,6 +174,7 @@ class RawStream:
                 varint(self.top_k),
                 bytes([self.layers & 0xFF]),
                 bytes([self.motion & 0xFF]),
+                bytes([self.skip & 0xFF]),
             ]
         )
         parts = [body, struct.pack(">H", crc16(body))]

@@ -158,8 +158,8 @@ def instrument(codec: Codec, timers: Timers, record: bool = False) -> Iterator[N
             timers.inputs.append((-1, None, cur, prev))  # a frame starts
         timers.inputs.append((k, None, cur.clone(), None if prev is None else prev.clone()))
 
-    def keep_chunk(symbols, freqs):
-        timers.chunks.append((symbols.to(torch.int32).numpy().copy(), freqs.numpy().copy()))
+    def keep_chunk(symbols, freqs):  # integer tables (skip flags, motion) go to constriction as float32 too
+        timers.chunks.append((symbols.to(torch.int32).numpy().copy(), freqs.numpy().astype(np.float32)))
 
     # recording is timed apart ("record") and left out of every component and of the total
     keep_inputs, keep_chunk = timers.wrap(RECORD, keep_inputs), timers.wrap(RECORD, keep_chunk)

@@ -66,6 +66,13 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "(default global)",
     )
     p.add_argument(
+        "--skip",
+        choices=("on", "off"),
+        default="on",
+        help="on: a predicted frame flags each scale whose tokens are all zero and sends none for it "
+        "(fewer bits, faster decoding of still content); off: every scale's tokens are sent (default on)",
+    )
+    p.add_argument(
         "--refine",
         type=int,
         default=0,
@@ -221,7 +228,8 @@ def _compress(args: argparse.Namespace) -> int:
     probe_video(args.input)  # an unreadable input fails before the model is loaded
     synthesis = SynthesisSettings(args.synthesis, args.seed, args.temperature, args.top_k)
     codec = _load_codec(
-        args, refine_steps=args.refine, refine_lambda=args.refine_lambda, rdoq=args.rdoq, motion=args.motion
+        args, refine_steps=args.refine, refine_lambda=args.refine_lambda, rdoq=args.rdoq, motion=args.motion,
+        skip=args.skip == "on",
     )
     if args.deadzone is not None:
         codec.model.set_deadzone(args.deadzone)
@@ -324,7 +332,7 @@ def _info(args: argparse.Namespace) -> int:
     lines = [
         f"progvc stream v{d['version']}, model {d['fingerprint']}, coder {d['coder']}",
         f"video: {d['width']}x{d['height']} @ {d['fps']} fps, {d['frames']} frames in {d['gops']} GOPs of {d['gop_size']}",
-        f"scales: {d['scales']} ({d['layers']} present; per GOP {d['gop_layers']}), motion {d['motion']}",
+        f"scales: {d['scales']} ({d['layers']} present; per GOP {d['gop_layers']}), motion {d['motion']}, skip flags {'on' if d.get('skip') else 'off'}",
         f"synthesis: {syn['mode']} (seed {syn['seed']}, temperature {syn['temperature']}, top-k {syn['top_k']})",
         f"size: {d['size_bytes']} bytes ({d['header_bytes']} header), {d['bpp']:.5f} bpp",
         "bytes per scale: " + ", ".join(str(b) for b in d["bytes_per_scale"]),

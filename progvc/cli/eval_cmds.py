@@ -129,6 +129,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         default="global",
         help="progvc's global motion compensation (default global)",
     )
+    p.add_argument(
+        "--skip",
+        choices=("on", "off"),
+        default="on",
+        help="progvc's skip flags for predicted frames' all-zero scales (default on)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_evaluate)
 
@@ -185,6 +191,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         start=args.start,
         size=args.size,
         motion=args.motion,
+        skip=args.skip == "on",
     )
     print(result.summary)
     print(f"\nwrote {len(result.files)} files to {args.out}")

@@ -1,11 +1,11 @@
-"""The progressive bitstream format (version 3): header, then GOPs of scale-major segments.
+"""The progressive bitstream format (version 4): header, then GOPs of scale-major segments.
 
 Layout (all integers unsigned; ``varint`` is LEB128, at most 5 bytes; see docs/bitstream.md)::
 
     header  = "PGVC" | version u8 | fingerprint 8B | width, height, fps_num, fps_den,
               num_frames, gop_size varint | num_scales varint, scales varint * num_scales |
               coder_len u8, coder ascii | synth_mode u8, seed varint, temperature_milli u16,
-              top_k varint | layers u8 | motion u8 | crc16 u16
+              top_k varint | layers u8 | motion u8 | skip u8 | crc16 u16
     gop     = layers_g u8 | segment * layers_g
     segment = length varint | payload (length bytes) | crc16 u16
 
@@ -39,9 +39,10 @@ if TYPE_CHECKING:
     from progvc.codec.limits import DecodeLimits
 
 MAGIC = b"PGVC"
-VERSION = 3
-#: older versions this progvc still reads: version 2 has no motion field (no motion).
-READABLE_VERSIONS = (2, 3)
+VERSION = 4
+#: older versions this progvc still reads: version 3 has no skip field (no skip flags), version 2
+#: no motion field either (no motion).
+READABLE_VERSIONS = (2, 3, 4)
 FINGERPRINT_BYTES = 8
 MAX_FRAMES = 2**31 - 1
 MAX_GOP = 1024
@@ -93,6 +94,8 @@ class Header:
         layers: scales present in the fullest GOP (``0 .. K``).
         motion: the prediction loops' motion (:mod:`progvc.codec.motion`): ``"none"`` or
             ``"global"`` (every predicted frame's chunk of segment ``motion_scale`` starts with its translation).
+        skip: skip flags (:mod:`progvc.codec.skip`): every predicted frame's chunk of every segment
+            starts with one, and a skipped scale carries no tokens.
     """
 
     fingerprint: bytes
@@ -106,6 +109,7 @@ class Header:
     synthesis: SynthesisSettings
     layers: int
     motion: str = "none"
+    skip: bool = False
 
     @property
     def num_gops(self) -> int:
@@ -173,6 +177,7 @@ class Header:
                 varint(syn.top_k),
                 bytes([self.layers]),
                 bytes([MOTION_MODES.index(self.motion)]),
+                bytes([int(self.skip)]),
             ]
         )
         return body + struct.pack(">H", crc16(body))
@@ -270,6 +275,9 @@ def _parse_header(reader: _Reader) -> Header:
     motion = reader.u8("motion") if version >= 3 else 0
     if motion >= len(MOTION_MODES):
         raise BitstreamError(f"motion mode {motion} is unknown")
+    skip = reader.u8("skip") if version >= 4 else 0
+    if skip > 1:
+        raise BitstreamError(f"skip field {skip} is neither 0 nor 1")
     end = reader.pos
     crc = reader.u16("header checksum")
     if crc != crc16(reader.buf[:end]):
@@ -288,6 +296,7 @@ def _parse_header(reader: _Reader) -> Header:
         synthesis=SynthesisSettings(SYNTHESIS_MODES[mode], seed, temperature / TEMPERATURE_UNIT, top_k),
         layers=layers,
         motion=MOTION_MODES[motion],
+        skip=bool(skip),
     )
     header.check(BitstreamError)
     return header
@@ -400,6 +409,7 @@ class StreamInfo:
             "gop_layers": list(self.gop_layers),
             "coder": h.coder,
             "motion": h.motion,
+            "skip": h.skip,
             "synthesis": {
                 "mode": h.synthesis.mode,
                 "seed": h.synthesis.seed,

@@ -16,6 +16,11 @@ With global motion (the header's ``motion``, :mod:`progvc.codec.motion`), the ch
 ``motion_scale`` of every frame after the first of a GOP starts with two symbols, the frame's
 translation, which the loop applies to its fine levels' references before that scale is predicted.
 
+With skip flags (the header's ``skip``, :mod:`progvc.codec.skip`), every frame after the first of
+a GOP opens its chunk of every segment (after any motion) with a flag; a skipped scale carries no
+tokens, adds nothing to the loop, and its context-model step runs only if a later scale of the
+frame needs logits.
+
 Segment ``k`` holds the frames' chunks in order, so the encoder and the decoder keep one coder
 per scale open and work frame-major: the decoder finishes a frame (all its scales, received or
 synthesized) before it starts the next, and its memory is bounded by a frame and the ``K``
@@ -50,6 +55,7 @@ from progvc.codec.motion import (
 )
 from progvc.codec.prediction import ClipCode, PredictionLoop, code_clip
 from progvc.codec.refine import LatentRefiner
+from progvc.codec.skip import MODE_TABLES, SKIPPED, Flag, SkipFlags
 from progvc.codec.synthesis import SynthesisSettings, gop_generator, pick_tokens
 from progvc.coders import CODERS
 from progvc.errors import BitstreamError, ConfigError, ModelMismatchError
@@ -93,6 +99,9 @@ class Codec:
             ``(y - q)**2 + rdoq * bits(q)`` (squared quantization steps per bit) with the context
             model's own tables, instead of the tokenizer's dead zone (0: off; ``None``: the
             tokenizer's own ``rdoq`` setting, if it has one). Decoding is unchanged.
+        motion: the prediction loops' global motion, ``"global"`` or ``"none"`` (:mod:`progvc.codec.motion`).
+        skip: skip flags for predicted frames' scales (:mod:`progvc.codec.skip`); only models with
+            prediction loops and a zero token use them.
     """
 
     def __init__(
@@ -106,8 +115,12 @@ class Codec:
         refine_lambda: float = 0.03,
         rdoq: float | None = None,
         motion: str = "global",
+        skip: bool = True,
     ) -> None:
         self.motion = check_motion_mode(motion) if model.prediction == "loops" else "none"
+        if not isinstance(skip, bool):
+            raise ConfigError(f"skip must be True or False, got {skip!r}")
+        self.skip = skip and model.prediction == "loops" and model.tokenizer.zero_token is not None
         if rdoq is None:
             rdoq = getattr(model.tokenizer, "rdoq", 0.0)
         if not (isinstance(rdoq, (int, float)) and 0.0 <= rdoq <= 100.0):
@@ -307,6 +320,7 @@ class Codec:
             synthesis=synthesis,
             layers=layers,
             motion=self.motion,
+            skip=self.skip,
         )
         header.check(ConfigError)
         return header
@@ -368,11 +382,13 @@ class Codec:
         ``rdoq > 0`` chosen scale by scale against the context model's tables
         (``rd_quantize_scale``) from the same latents and the decoder's own loop state.
         """
-        encoders = [CODERS.create(self.model.coder).encoder() for _ in range(send)]
+        encoders = [_SegmentWriter(CODERS.create(self.model.coder), self.skip) for _ in range(send)]
         tok64 = self._tokenizer64
 
+        zero = tok64.zero_token
+
         def pick(k: int, loop: PredictionLoop) -> Picker:
-            def encode(t: int, freqs_of: Callable[[], Tensor]) -> Tensor:
+            def encode(t: int, freqs_of: Callable[[], Tensor], flag: Flag | None) -> Tensor:
                 tables = freqs_of()
                 symbols = code.tokens[t][k][0].reshape(-1).cpu()
                 if self.rdoq > 0:
@@ -380,7 +396,7 @@ class Codec:
                     bits = (tables.sum(-1, keepdim=True) / tables).log2()  # [N, A] what each value costs
                     chosen = tok64.rd_quantize_scale(k, z, bits.view(*code.tokens[t][k].shape, -1), self.rdoq)
                     symbols = symbols if chosen is None else chosen.reshape(-1).cpu()
-                encoders[k].encode(symbols, tables)
+                encoders[k].encode_scale(symbols, tables, flag, zero)
                 return symbols
 
             return encode
@@ -390,7 +406,7 @@ class Codec:
                 encoders[k].encode(motion_symbols(code.motions[t], loop.motion), motion_tables())
             return code.motions[t]
 
-        frames = self._code_gop(len(code.tokens), size, send, pick, motion=(self.motion, motion_of))
+        frames = self._code_gop(len(code.tokens), size, send, pick, motion=(self.motion, motion_of), skip=self.skip)
         latents = [latent for latent, _, _ in frames]
         return [e.finish() for e in encoders], latents
 
@@ -413,6 +429,8 @@ class Codec:
             raise BitstreamError(f"stream scale schedule {list(header.scales)} differs from the model's")
         if header.coder not in CODERS:
             raise BitstreamError(f"stream uses entropy coder {header.coder!r}, which is not installed")
+        if header.skip and (self.model.prediction != "loops" or self.model.tokenizer.zero_token is None):
+            raise BitstreamError("stream has skip flags, but the model has no prediction loops with a zero token")
         if header.synthesis.top_k > self.spec.alphabet:
             raise BitstreamError(
                 f"top-k {header.synthesis.top_k} exceeds the alphabet size {self.spec.alphabet}"
@@ -508,7 +526,8 @@ class Codec:
                     gop,
                     k,
                     with_bits,
-                    gop.num_frames * (sizes[k][0] * sizes[k][1] * self.spec.groups + 2),  # + motion
+                    gop.num_frames * (sizes[k][0] * sizes[k][1] * self.spec.groups + 3) + 1,  # + motion, skip
+                    header.skip,
                 )
                 for k in range(sent)
             ]
@@ -523,7 +542,7 @@ class Codec:
 
                 motion = (header.motion, motion_of)
                 for latent, tokens, moved in self._code_gop(
-                    gop.num_frames, size, total, pick, settings, generator, motion
+                    gop.num_frames, size, total, pick, settings, generator, motion, header.skip
                 ):
                     bits = [r.bits.pop(0) for r in readers] if with_bits else []
                     yield latent, tokens, bits, moved
@@ -551,15 +570,20 @@ class Codec:
         settings: SynthesisSettings | None = None,
         generator: torch.Generator | None = None,
         motion: tuple[str, Callable[[int, int, PredictionLoop], Motion | None]] | None = None,
+        skip: bool = False,
     ) -> Iterator[tuple[Tensor, list[Tensor], Motion]]:
-        """Frame after frame of a GOP, scales ``0 .. total - 1`` of each: logits, then symbols from
-        ``pick(k, loop)(t, freqs_of)`` (encode or decode) or, where that is ``None``, from synthesis;
-        then the prediction loop. Yields ``(latent [1, C, h, w], tokens, motion)`` of every frame, where
-        ``latent`` is what the decoder shows, ``tokens`` are ``[1, h_k, w_k, G]`` maps and ``motion``
-        the frame's global motion (``(0, 0)`` without).
+        """Frame after frame of a GOP, scales ``0 .. total - 1`` of each: symbols from
+        ``pick(k, loop)(t, tables_of, flag)`` (encode or decode; ``None`` back: the scale is
+        skipped) or, where that is ``None``, from synthesis; then the prediction loop. Yields
+        ``(latent [1, C, h, w], tokens, motion)`` of every frame, where ``latent`` is what the
+        decoder shows, ``tokens`` are ``[1, h_k, w_k, G]`` maps and ``motion`` the frame's global
+        motion (``(0, 0)`` without).
         ``motion = (mode, motion_of)``: the loops' motion mode, and ``motion_of(t, k, loop)``, which
         gives (encodes or decodes) frame ``t``'s motion where the loop :meth:`~PredictionLoop.codes_motion`
-        at scale ``k`` (``None``: not received, the references stay in place)."""
+        at scale ``k`` (``None``: not received, the references stay in place).
+        With ``skip``, every received scale of a frame after the first has a skip :class:`Flag`
+        (:mod:`progvc.codec.skip`; its segment may or may not carry it). The context model's steps run lazily, when ``tables_of()`` or
+        synthesis needs a scale's logits, so a skipped scale that no later scale needs costs none."""
         from progvc.coders.tables import logits_to_tables  # float32 grid tables (fast, deterministic)
 
         spec = self.spec
@@ -570,11 +594,21 @@ class Codec:
         buffers = [
             torch.empty(h * w * spec.groups, spec.alphabet, dtype=torch.float32) for h, w in loop.sizes[:total]
         ]
+        flags, zero = SkipFlags(), self.model.tokenizer.zero_token
         with torch.inference_mode():
             for t in range(num_frames):
                 loop.start_frame()
                 moved: Motion = (0, 0)
                 state = self._context64.init_state(1)
+                pending: list[tuple[int, Tensor, Tensor | None]] = []  # steps not run yet, in order
+
+                def logits(pending=pending, state=state) -> Tensor:
+                    """The newest pending scale's logits ``[N, A]``, after every pending step has run."""
+                    while pending:
+                        out = self._context64.step(state, *pending.pop(0))
+                    return out.reshape(-1, spec.alphabet).cpu()
+
+                coarser: int | None = None  # 1 when the scale before was all zero
                 for k in range(total):
                     h, w = loop.sizes[k]
                     if motion_of is not None and loop.codes_motion(k):
@@ -582,12 +616,17 @@ class Codec:
                         if got is not None:
                             loop.move(got)
                             moved = got
-                    cur, prev = loop.inputs(k)
-                    logits = self._context64.step(state, k, cur, prev).reshape(-1, spec.alphabet).cpu()
+                    pending.append((k, *loop.inputs(k)))
                     if pickers[k] is None:
-                        symbols = pick_tokens(logits, settings, generator)
+                        symbols = pick_tokens(logits(), settings, generator)
                     else:
-                        symbols = pickers[k](t, lambda logits=logits, k=k: logits_to_tables(logits, buffers[k]))
+                        flag = flags.flag(k, coarser) if skip and t > 0 else None
+                        symbols = pickers[k](t, lambda k=k: logits_to_tables(logits(), buffers[k]), flag)
+                        if symbols is None:  # the decoder read a skip flag
+                            symbols = torch.full((h * w * spec.groups,), zero)
+                        if flag is not None:
+                            coarser = int(bool((symbols == zero).all()))
+                            flags.update(flag, coarser)
                     loop.add_scale(symbols.reshape(1, h, w, spec.groups).to(self.device))
                 yield loop.latent(), list(loop.tokens), moved
 
@@ -626,16 +665,59 @@ def _fit_layers(segments: list[bytes], index: int, budget_bits: float) -> int:
     return best
 
 
-#: ``picker(t, freqs_of)``: the symbols of frame ``t`` at one scale, given a thunk for its tables
-#: (valid until the next frame's call at that scale: the buffer is reused).
-Picker = Callable[[int, Callable[[], Tensor]], Tensor]
+#: ``picker(t, tables_of, flag)``: the symbols of frame ``t`` at one scale, given a thunk for its
+#: tables (valid until the next frame's call at that scale: the buffer is reused) and its skip flag
+#: (``None``: the scale has none); ``None`` back when the flag says the scale is skipped.
+Picker = Callable[[int, Callable[[], Tensor], Flag | None], Tensor | None]
+
+
+class _SegmentWriter:
+    """Encodes one segment; with skip flags, twice (with and without them), keeping the shorter."""
+
+    def __init__(self, coder, skip: bool) -> None:
+        self.plain = coder.encoder()
+        self.flagged = coder.encoder() if skip else None
+        if self.flagged is not None:  # each opens with its mode symbol
+            self.plain.encode(torch.tensor([0]), MODE_TABLES)
+            self.flagged.encode(torch.tensor([1]), MODE_TABLES)
+
+    def encode(self, symbols: Tensor, tables: Tensor) -> None:
+        """Symbols every variant carries (a frame's motion)."""
+        self.plain.encode(symbols, tables)
+        if self.flagged is not None:
+            self.flagged.encode(symbols, tables)
+
+    def encode_scale(self, symbols: Tensor, tables: Tensor, flag: Flag | None, zero: int | None) -> None:
+        """A frame's scale: its flag (``None``: it has none), then its symbols unless they are all ``zero``."""
+        self.plain.encode(symbols, tables)
+        if self.flagged is None:
+            return
+        if flag is not None:
+            skipped = bool((symbols == zero).all())
+            self.flagged.encode(torch.tensor([int(skipped)]), flag.tables)
+            if skipped:
+                return
+        self.flagged.encode(symbols, tables)
+
+    def finish(self) -> bytes:
+        plain = self.plain.finish()
+        if self.flagged is None:
+            return plain
+        flagged = self.flagged.finish()
+        return flagged if len(flagged) <= len(plain) else plain  # ties: flags (faster decoding)
 
 
 class _SegmentReader:
     """Decodes frame after frame from one segment; optionally records each frame's bits."""
 
     def __init__(
-        self, coder, gop: bitstream.Gop, k: int, with_bits: bool = False, max_symbols: int | None = None
+        self,
+        coder,
+        gop: bitstream.Gop,
+        k: int,
+        with_bits: bool = False,
+        max_symbols: int | None = None,
+        skip: bool = False,
     ) -> None:
         self.gop, self.k = gop, k
         self.bits: list[float] | None = [] if with_bits else None
@@ -648,6 +730,9 @@ class _SegmentReader:
             raise BitstreamError(
                 f"GOP {gop.index} scale {k} cannot be decoded ({type(exc).__name__})"
             ) from None
+        # with skip flags the segment opens with its mode: whether its predicted frames carry them
+        self.flags = skip and bool(self._decode(0, MODE_TABLES)[0])
+        self._motion_bits = 1.0 if skip else 0.0  # the mode's bit counts to the first frame
 
     def _decode(self, t: int, freqs: Tensor) -> Tensor:
         try:
@@ -666,12 +751,20 @@ class _SegmentReader:
             self._motion_bits = motion_bits(motion, previous)
         return motion
 
-    def __call__(self, t: int, freqs_of: Callable[[], Tensor]) -> Tensor:
+    def __call__(self, t: int, freqs_of: Callable[[], Tensor], flag: Flag | None = None) -> Tensor | None:
+        extra = self._motion_bits
+        self._motion_bits = 0.0
+        if flag is not None and self.flags:
+            value = int(self._decode(t, flag.tables)[0])
+            extra += flag.bits[value]
+            if value == SKIPPED:
+                if self.bits is not None:
+                    self.bits.append(extra)
+                return None
         freqs = freqs_of()
         symbols = self._decode(t, freqs)
         if self.bits is not None:
             f = freqs.to(torch.float64)
             chosen = f.gather(-1, symbols.reshape(-1, 1).to(torch.int64)).squeeze(-1)
-            self.bits.append(float((f.sum(-1).log2() - chosen.log2()).sum()) + self._motion_bits)
-            self._motion_bits = 0.0
+            self.bits.append(float((f.sum(-1).log2() - chosen.log2()).sum()) + extra)
         return symbols

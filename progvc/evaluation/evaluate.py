@@ -342,6 +342,7 @@ def evaluate(
     start: int = 0,
     size: tuple[int, int] | None = None,
     motion: str = "global",
+    skip: bool = True,
 ) -> EvaluationResult:
     """Evaluate progvc against the anchors on ``videos`` and write the results into ``out``.
 
@@ -372,6 +373,7 @@ def evaluate(
         size: ``(H, W)``: area-downscale every video to this size first
             (:func:`~progvc.io.area_downscale`; e.g. an HD clip at the density of small video).
         motion: progvc's global motion, ``"global"`` or ``"none"`` (:mod:`progvc.codec.motion`).
+        skip: progvc's skip flags (:mod:`progvc.codec.skip`).
     """
     from progvc.codec import Codec, CodecModel
     from progvc.io import area_downscale, read_video
@@ -394,7 +396,8 @@ def evaluate(
     if model is not None:
         loaded = CodecModel.load(model)
         codecs = [
-            Codec(loaded, device=device, refine_steps=refine_steps, rdoq=r, motion=motion) for r in weights_rdoq
+            Codec(loaded, device=device, refine_steps=refine_steps, rdoq=r, motion=motion, skip=skip)
+            for r in weights_rdoq
         ]
     modes = list(synthesis) if codecs else []
     points: list[dict] = []
@@ -448,6 +451,7 @@ def evaluate(
             "refine_steps": refine_steps,
             "rdoq": [c.rdoq for c in codecs] if len(codecs) > 1 else codecs[0].rdoq if codecs else None,
             "motion": codecs[0].motion if codecs else None,
+            "skip": codecs[0].skip if codecs else None,
             "deadzone": getattr(codecs[0].model.tokenizer, "deadzone", None) if codecs else None,
         },
         "anchors": {a: get_anchor(a).describe(gop, bitrate=anchor_bpps is not None) for a in anchors},

@@ -132,6 +132,9 @@ class Tokenizer(Configurable, nn.Module, ABC):
     #: models have: at that value they are left out of the fingerprint, so older models (and
     #: their streams) keep theirs
     late_args: dict[str, Any] = {}
+    #: the token that adds nothing to the latent ("no change"), if the quantizer has one; a codec
+    #: with prediction loops can then skip a scale whose tokens are all this one (:mod:`progvc.codec.skip`)
+    zero_token: int | None = None
 
     @property
     @abstractmethod

@@ -111,6 +111,7 @@ class MultiScaleScalarTokenizer(MultiScaleResidualTokenizer):
             decoder_width=decoder_width,
         )
         self.half = levels // 2
+        self.zero_token = self.half
         self.set_deadzone(*deadzone)
         self.set_rdoq(rdoq)
         num_scales = self.spec.num_scales
