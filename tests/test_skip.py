@@ -78,7 +78,9 @@ def test_the_decoder_runs_the_context_model_only_up_to_a_frames_last_coded_scale
     # frames' bits add up to the segments' (the range coder's flush: at most 32 bits each)
     frames = skip.frame_bits(data)
     for row, f in zip(coded[1:], frames[1:]):
-        assert all(b < 4 for c, b, m in zip(row, f["bits"], modes) if m and not c)  # at most log2(2 * 6) in a GOP of 6
+        assert f["skipped"] == [k for k, (c, m) in enumerate(zip(row, modes)) if m and not c]
+        assert all(f["bits"][k] < 4 for k in f["skipped"])  # at most log2(2 * 6) in a GOP of 6
+    assert frames[0]["skipped"] == []
     segments = parse(data).gops[0].segments
     bits = sum(sum(f["bits"]) for f in frames)
     assert bits - 8 <= 8 * sum(len(s) for s in segments) <= bits + 32 * len(segments)
@@ -136,3 +138,5 @@ def test_cli_skip_option(tmp_path, still, capsys):
         assert json.loads(capsys.readouterr().out)["skip"] == (mode == "on")
     assert main(["info", str(tmp_path / "on.pgv")]) == 0
     assert "skip flags on" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "on.pgv"), "--frames", "--model", str(tmp_path / "m.pt")]) == 0
+    assert "skip" in capsys.readouterr().out.split("\n", 2)[2]  # a skipped scale in a frame's row

@@ -28,3 +28,11 @@ def test_speed_breakdown_quick_json(tmp_path, capsys):
         assert 0 < row[mode]["constriction_ms_per_frame"] <= row[mode]["ms_per_frame"]["coder"] + 1e-3
         assert row[mode]["constriction_in_codec_vs_raw"] > 0
     assert row["precision"]["float64_table_entries_differing_1_vs_2_threads"] == 0
+
+
+def test_speed_with_and_without_skip_flags_in_one_run(tmp_path, capsys):
+    tiny_model("mssq", prediction="loops").save(tmp_path / "m.pt")
+    assert bench_main(["speed", "--quick", "--skip", "both", "--json", "--model", str(tmp_path / "m.pt")]) == 0
+    rows = json.loads(capsys.readouterr().out)["speed"]
+    assert [(r["size"], r["skip"]) for r in rows] == [("176x144", "on"), ("176x144", "off")]
+    assert all(r["encode_fps"] > 0 and r["decode_fps"] > 0 and r["bpp"] > 0 for r in rows)

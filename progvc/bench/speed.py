@@ -417,6 +417,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="176x144 only, 2 frames, 1 repeat, 1 thread (a smoke test)"
     )
+    parser.add_argument(
+        "--skip",
+        choices=("on", "off", "both"),
+        default="on",
+        help="skip flags (progvc.codec.skip) on, off, or both in the same run (default on; not with --breakdown)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     sizes = CLIPS
@@ -434,19 +440,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     threads = args.threads or 2
     torch.set_num_threads(threads)
-    codec = Codec(model, progress=False)
+    modes = ("on", "off") if args.skip == "both" else (args.skip,)
+    codecs = {mode: Codec(model, progress=False, skip=mode == "on") for mode in modes}
     rows = []
     for label, clip, crop in sizes:
         frames = load_frames(clip, crop, args.frames)
-        rows.append(
-            {"size": label, "frames": args.frames, **time_codec(codec, frames, args.repeats, args.frames)}
-        )
+        for mode, codec in codecs.items():
+            timed = time_codec(codec, frames, args.repeats, args.frames)
+            rows.append({"size": label, "frames": args.frames, "skip": mode, **timed})
     if args.json:
         print(json.dumps({"threads": threads, "speed": rows}, indent=2))
     else:
-        print(f"{'size':<9} {'encode fps':>10} {'decode fps':>10} {'bpp':>8}   ({threads} threads)")
+        print(f"{'size':<9} {'skip':>4} {'encode fps':>10} {'decode fps':>10} {'bpp':>8}   ({threads} threads)")
         for r in rows:
-            print(f"{r['size']:<9} {r['encode_fps']:>10.2f} {r['decode_fps']:>10.2f} {r['bpp']:>8.4f}")
+            print(
+                f"{r['size']:<9} {r['skip']:>4} {r['encode_fps']:>10.2f} {r['decode_fps']:>10.2f} {r['bpp']:>8.4f}"
+            )
     return 0
 
 

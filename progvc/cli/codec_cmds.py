@@ -289,8 +289,9 @@ def _truncate(args: argparse.Namespace) -> int:
 
 
 def _frames_table(frames: list[dict]) -> str:
-    """A readable table of :meth:`Codec.frame_bits`: one row per frame, bits per scale and in all,
-    and the frame's global motion in latent pixels."""
+    """A readable table of :meth:`Codec.frame_bits`: one row per frame, bits per scale (``skip``: a
+    skipped scale, whose flag costs a fraction of a bit) and in all, and the frame's global motion
+    in latent pixels."""
     from progvc.codec.motion import MOTION_UNIT
 
     scales = max((len(f["bits"]) for f in frames), default=0)
@@ -299,7 +300,8 @@ def _frames_table(frames: list[dict]) -> str:
     )
     rows = [head + f" {'total':>9s} {'motion (dy, dx)':>16s}"]
     for f in frames:
-        bits = " ".join(f"{b:8.0f}" for b in f["bits"])
+        skipped = set(f.get("skipped", ()))
+        bits = " ".join("skip".rjust(8) if k in skipped else f"{b:8.0f}" for k, b in enumerate(f["bits"]))
         dy, dx = (v / MOTION_UNIT for v in f.get("motion", (0, 0)))
         rows.append(
             f"{f['index']:6d} {f['gop']:4d} {f['position']:4d} {bits} {sum(f['bits']):9.0f} {dy:+7.4f} {dx:+7.4f}"

@@ -459,27 +459,37 @@ class Codec:
         """
         stream, settings = self._open_stream(data, layers, synthesis, seed)
         for _, frames in self._decode_frames(stream, layers, settings):
-            per_frame = [tokens for _, tokens, _, _ in frames]
+            per_frame = [tokens for _, tokens, _, _, _ in frames]
             yield (
                 [torch.cat([f[k] for f in per_frame]) for k in range(len(per_frame[0]))] if per_frame else []
             )
 
     def frame_bits(self, data: bytes) -> list[dict[str, Any]]:
-        """Per frame of a stream: ``{"index", "gop", "position", "bits": [b_1, ..., b_K'], "motion": [dy, dx]}``.
+        """Per frame of a stream: ``{"index", "gop", "position", "bits": [b_1, ..., b_K'], "motion": [dy, dx],
+        "skipped": [k, ...]}``.
 
         ``bits[k]`` is the information content, in bits, of the frame's scale-``k`` symbols under
         the decoder's integer tables (``-log2(freq / total)``, summed); the range coder spends
         within about 0.1 % of it, and a segment's bytes hold its frames' bits plus at most 32.
         Scale ``motion_scale`` includes the frame's global motion symbols; ``motion`` is that motion in
-        sixteenths of a latent pixel (``[0, 0]`` without).
+        sixteenths of a latent pixel (``[0, 0]`` without). A scale carries its skip flag's bits, and
+        the first frame the bit of its segment's mode; ``skipped`` lists the (0-based) scales whose
+        flag said skipped (:mod:`progvc.codec.skip`).
         Only the scales the stream carries are listed (decoding with the model, no synthesis).
         """
         stream, settings = self._open_stream(data, None, "none", None)
         out: list[dict[str, Any]] = []
         for gop, frames in self._decode_frames(stream, None, settings, with_bits=True):
-            for position, (_, _, bits, motion) in enumerate(frames):
+            for position, (_, _, bits, motion, skipped) in enumerate(frames):
                 out.append(
-                    {"index": len(out), "gop": gop.index, "position": position, "bits": bits, "motion": list(motion)}
+                    {
+                        "index": len(out),
+                        "gop": gop.index,
+                        "position": position,
+                        "bits": bits,
+                        "motion": list(motion),
+                        "skipped": skipped,
+                    }
                 )
         return out
 
@@ -492,7 +502,7 @@ class Codec:
         pending: list[Tensor] = []
         with self._bar(header.num_frames, "decompress") as bar:
             for _, frames in self._decode_frames(stream, layers, settings):
-                for latent, _, _, _ in frames:
+                for latent, _, _, _, _ in frames:
                     pending.append(latent)
                     if len(pending) == self.batch_size:
                         yield self._pixels(torch.cat(pending), size)
@@ -508,8 +518,9 @@ class Codec:
         layers: int | None,
         settings: SynthesisSettings,
         with_bits: bool = False,
-    ) -> Iterator[tuple[bitstream.Gop, Iterator[tuple[Tensor, list[Tensor], list[float], Motion]]]]:
-        """Per GOP: ``(gop, frames)``, ``frames`` yielding ``(latent [1, C, h, w], tokens, bits, motion)`` frame by frame.
+    ) -> Iterator[tuple[bitstream.Gop, Iterator[tuple[Tensor, list[Tensor], list[float], Motion, list[int]]]]]:
+        """Per GOP: ``(gop, frames)``, ``frames`` yielding ``(latent [1, C, h, w], tokens, bits, motion,
+        skipped)`` frame by frame (``bits`` and ``skipped`` empty unless ``with_bits``).
 
         The frames of a GOP must be consumed before the next GOP is asked for.
         """
@@ -545,7 +556,8 @@ class Codec:
                     gop.num_frames, size, total, pick, settings, generator, motion, header.skip
                 ):
                     bits = [r.bits.pop(0) for r in readers] if with_bits else []
-                    yield latent, tokens, bits, moved
+                    skipped = [k for k, r in enumerate(readers) if r.skipped.pop(0)] if with_bits else []
+                    yield latent, tokens, bits, moved, skipped
 
             yield gop, frames()
 
@@ -721,6 +733,7 @@ class _SegmentReader:
     ) -> None:
         self.gop, self.k = gop, k
         self.bits: list[float] | None = [] if with_bits else None
+        self.skipped: list[bool] = []  # per frame, with ``with_bits``: whether its flag said skipped
         self._motion_bits = 0.0  # of the frame whose chunk is being read (segment motion_scale)
         try:
             self.decoder = coder.decoder(bytes(gop.segments[k]), max_symbols)
@@ -760,6 +773,7 @@ class _SegmentReader:
             if value == SKIPPED:
                 if self.bits is not None:
                     self.bits.append(extra)
+                    self.skipped.append(True)
                 return None
         freqs = freqs_of()
         symbols = self._decode(t, freqs)
@@ -767,4 +781,5 @@ class _SegmentReader:
             f = freqs.to(torch.float64)
             chosen = f.gather(-1, symbols.reshape(-1, 1).to(torch.int64)).squeeze(-1)
             self.bits.append(float((f.sum(-1).log2() - chosen.log2()).sum()) + extra)
+            self.skipped.append(False)
         return symbols
