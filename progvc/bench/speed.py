@@ -4,7 +4,8 @@ Encode and decode frames per second of :class:`~progvc.codec.Codec` with a model
 bundled one; ``random-mssq``: a random-init model of the new default's shape, whose speed is that
 of the trained one) on real frames: the held-out ``carphone`` clip at 176x144, a centre crop of
 ``bigbuckbunny`` at 352x288 and ``bikes`` at 640x272 (its full size). Median over repeats of
-wall-clock time.
+wall-clock time. ``--skip both`` times the codec with and without skip flags
+(:mod:`progvc.codec.skip`) on the same frames in the same run.
 
 With ``--breakdown``, per frame size and torch thread count (1 and 2), the milliseconds per frame
 of every component (CPU time of the process: with 2 threads, the sum over both; ``fps`` is
