@@ -6,11 +6,12 @@ from unittest import mock
 
 import numpy as np
 import pytest
+import torch
 from _tiny_codec import tiny_model
 
 from progvc.codec import Codec, truncate
-from progvc.codec.bitstream import crc16, parse
-from progvc.codec.skip import CODED, MODE_TABLES, SKIPPED, SkipFlags
+from progvc.codec.bitstream import crc16, inspect, parse
+from progvc.codec.skip import CODED, MODE_TABLES, SKIPPED, SkipFlags, rd_skip
 from progvc.coders.range import RangeCoder
 from progvc.errors import BitstreamError, ConfigError
 from progvc.io import read_video, sample_clip
@@ -99,6 +100,30 @@ def test_the_flag_model_counts_per_scale_and_coarser_flag():
     assert flags.flag(3, SKIPPED).tables.tolist() == [[1, 1]]  # another scale
 
 
+def test_rd_skip_weighs_distortion_against_bits():
+    flags = SkipFlags()
+    for _ in range(4):
+        flags.update(flags.flag(7, None), SKIPPED)
+    flag = flags.flag(7, None)  # frequencies 1 : 9, CODED costs 3.32 bits, SKIPPED 0.15
+    y, zero = torch.tensor([0.6, 0.0, -0.2]), 4
+    one = torch.tensor([5, 4, 4])  # one token of +1, costing 5 bits
+    assert rd_skip(y, torch.full((3,), zero), zero, 0.0, flag, 0.0)  # all zero: always skipped
+    # coded: (0.6 - 1)^2 + 0.04 + mu (5 + 3.32); skipped: 0.36 + 0.04 + mu 0.15
+    assert rd_skip(y, one, zero, 5.0, flag, 0.25)
+    assert not rd_skip(y, one, zero, 5.0, flag, 0.01)
+
+
+def test_rdoq_may_skip_a_predicted_frames_finest_scale_and_truncation_stays_exact(still):
+    model = tiny_model("mssq", prediction="loops")
+    rd = Codec(model, progress=False, motion="none", rdoq=100.0)
+    data = rd.compress(still, gop=6)
+    last = rd.spec.num_scales - 1
+    assert all(last in f["skipped"] for f in rd.frame_bits(data)[1:])
+    for k in range(1, rd.spec.num_scales):
+        assert truncate(data, k) == rd.compress(still, gop=6, layers=k)
+    np.testing.assert_array_equal(rd.decompress(data, synthesis="none"), rd.reconstruct(still, gop=6))
+
+
 def _header_end(data: bytes) -> int:
     return parse(data).header_bytes - 2  # before the header CRC
 
@@ -110,7 +135,8 @@ def test_version_3_streams_still_decode_and_a_bad_skip_field_is_refused(codecs, 
     assert without[4] == 4 and without[end - 1] == 0  # version 4, skip byte "off"
     body = without[:4] + bytes([3]) + without[5 : end - 1]
     old = body + struct.pack(">H", crc16(body)) + without[end + 2 :]
-    assert not parse(old).header.skip
+    assert not parse(old).header.skip and parse(old).header.version == 3
+    assert inspect(old).to_dict()["version"] == 3 and inspect(without).to_dict()["version"] == 4
     np.testing.assert_array_equal(plain.decompress(old, synthesis="none"), plain.decompress(without, synthesis="none"))
     body = without[: end - 1] + bytes([2])
     with pytest.raises(BitstreamError, match="skip field 2"):

@@ -94,8 +94,10 @@ class Header:
         layers: scales present in the fullest GOP (``0 .. K``).
         motion: the prediction loops' motion (:mod:`progvc.codec.motion`): ``"none"`` or
             ``"global"`` (every predicted frame's chunk of segment ``motion_scale`` starts with its translation).
-        skip: skip flags (:mod:`progvc.codec.skip`): every predicted frame's chunk of every segment
-            starts with one, and a skipped scale carries no tokens.
+        skip: skip flags (:mod:`progvc.codec.skip`): every segment opens with its mode, and with
+            mode 1 every predicted frame's chunk with a flag; a skipped scale carries no tokens.
+        version: the format version the header was read with (:meth:`to_bytes` always writes
+            :data:`VERSION`, whose fields mean the same with ``skip`` off).
     """
 
     fingerprint: bytes
@@ -110,6 +112,7 @@ class Header:
     layers: int
     motion: str = "none"
     skip: bool = False
+    version: int = VERSION
 
     @property
     def num_gops(self) -> int:
@@ -297,6 +300,7 @@ def _parse_header(reader: _Reader) -> Header:
         layers=layers,
         motion=MOTION_MODES[motion],
         skip=bool(skip),
+        version=version,
     )
     header.check(BitstreamError)
     return header
@@ -396,7 +400,7 @@ class StreamInfo:
         """Plain data for JSON output."""
         h = self.header
         return {
-            "version": VERSION,
+            "version": h.version,
             "fingerprint": h.fingerprint.hex(),
             "width": h.width,
             "height": h.height,

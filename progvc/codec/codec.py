@@ -55,7 +55,7 @@ from progvc.codec.motion import (
 )
 from progvc.codec.prediction import ClipCode, PredictionLoop, code_clip
 from progvc.codec.refine import LatentRefiner
-from progvc.codec.skip import MODE_TABLES, SKIPPED, Flag, SkipFlags
+from progvc.codec.skip import MODE_TABLES, SKIPPED, Flag, SkipFlags, rd_skip
 from progvc.codec.synthesis import SynthesisSettings, gop_generator, pick_tokens
 from progvc.coders import CODERS
 from progvc.errors import BitstreamError, ConfigError, ModelMismatchError
@@ -380,7 +380,9 @@ class Codec:
 
         The tokens are the quantizer's own (:func:`code_clip`, with the dead zone), or with
         ``rdoq > 0`` chosen scale by scale against the context model's tables
-        (``rd_quantize_scale``) from the same latents and the decoder's own loop state.
+        (``rd_quantize_scale``) from the same latents and the decoder's own loop state; with skip
+        flags, a predicted frame's finest scale is then zeroed where that lowers its
+        ``D + rdoq * R`` (:func:`~progvc.codec.skip.rd_skip`).
         """
         encoders = [_SegmentWriter(CODERS.create(self.model.coder), self.skip) for _ in range(send)]
         tok64 = self._tokenizer64
@@ -396,6 +398,10 @@ class Codec:
                     bits = (tables.sum(-1, keepdim=True) / tables).log2()  # [N, A] what each value costs
                     chosen = tok64.rd_quantize_scale(k, z, bits.view(*code.tokens[t][k].shape, -1), self.rdoq)
                     symbols = symbols if chosen is None else chosen.reshape(-1).cpu()
+                if flag is not None and self.rdoq > 0 and k == self.spec.num_scales - 1:
+                    y = tok64.scale_values(k, z).reshape(-1).cpu() - zero
+                    if rd_skip(y, symbols, zero, bits.gather(1, symbols[:, None]).sum().item(), flag, self.rdoq):
+                        symbols = torch.full_like(symbols, zero)
                 encoders[k].encode_scale(symbols, tables, flag, zero)
                 return symbols
 
