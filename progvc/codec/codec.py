@@ -16,10 +16,10 @@ With global motion (the header's ``motion``, :mod:`progvc.codec.motion`), the ch
 ``motion_scale`` of every frame after the first of a GOP starts with two symbols, the frame's
 translation, which the loop applies to its fine levels' references before that scale is predicted.
 
-With skip flags (the header's ``skip``, :mod:`progvc.codec.skip`), every frame after the first of
-a GOP opens its chunk of every segment (after any motion) with a flag; a skipped scale carries no
-tokens, adds nothing to the loop, and its context-model step runs only if a later scale of the
-frame needs logits.
+With skip flags (the header's ``skip``, :mod:`progvc.codec.skip`), every segment opens with a mode
+and, in a segment whose mode says so, every frame after the first of a GOP opens its chunk (after
+any motion) with a flag; a skipped scale carries no tokens, adds nothing to the loop, and its
+context-model step runs only if a later scale of the frame needs logits.
 
 Segment ``k`` holds the frames' chunks in order, so the encoder and the decoder keep one coder
 per scale open and work frame-major: the decoder finishes a frame (all its scales, received or
