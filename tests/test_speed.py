@@ -36,3 +36,11 @@ def test_speed_with_and_without_skip_flags_in_one_run(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)["speed"]
     assert [(r["size"], r["skip"]) for r in rows] == [("176x144", "on"), ("176x144", "off")]
     assert all(r["encode_fps"] > 0 and r["decode_fps"] > 0 and r["bpp"] > 0 for r in rows)
+
+
+def test_speed_refuses_an_unknown_size(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:
+        bench_main(["speed", "--sizes", "176x144,100x100"])
+    assert exit_info.value.code == 2 and "100x100" in capsys.readouterr().err

@@ -424,9 +424,18 @@ def main(argv: list[str] | None = None) -> int:
         default="on",
         help="skip flags (progvc.codec.skip) on, off, or both in the same run (default on; not with --breakdown)",
     )
+    parser.add_argument(
+        "--sizes",
+        default=",".join(label for label, _, _ in CLIPS),
+        help=f"comma-separated frame sizes to run, of {', '.join(label for label, _, _ in CLIPS)} (default: all)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    sizes = CLIPS
+    wanted = args.sizes.split(",")
+    unknown = [w for w in wanted if w not in {label for label, _, _ in CLIPS}]
+    if unknown:
+        parser.error(f"unknown size(s) {', '.join(unknown)}; known: {', '.join(label for label, _, _ in CLIPS)}")
+    sizes = tuple(c for c in CLIPS if c[0] in wanted)
     if args.quick:
         sizes, args.frames, args.repeats = CLIPS[:1], 2, 1
         args.threads = args.threads or 1
