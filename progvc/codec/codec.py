@@ -386,7 +386,6 @@ class Codec:
         """
         encoders = [_SegmentWriter(CODERS.create(self.model.coder), self.skip) for _ in range(send)]
         tok64 = self._tokenizer64
-
         zero = tok64.zero_token
 
         def pick(k: int, loop: PredictionLoop) -> Picker:
@@ -600,8 +599,9 @@ class Codec:
         gives (encodes or decodes) frame ``t``'s motion where the loop :meth:`~PredictionLoop.codes_motion`
         at scale ``k`` (``None``: not received, the references stay in place).
         With ``skip``, every received scale of a frame after the first has a skip :class:`Flag`
-        (:mod:`progvc.codec.skip`; its segment may or may not carry it). The context model's steps run lazily, when ``tables_of()`` or
-        synthesis needs a scale's logits, so a skipped scale that no later scale needs costs none."""
+        (:mod:`progvc.codec.skip`; its segment may or may not carry it). The context model's steps
+        run lazily, when ``tables_of()`` or synthesis needs a scale's logits, so a skipped scale
+        that no later scale needs costs none."""
         from progvc.coders.tables import logits_to_tables  # float32 grid tables (fast, deterministic)
 
         spec = self.spec
