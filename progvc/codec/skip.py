@@ -1,9 +1,10 @@
 """Skip flags: a predicted frame says "nothing changes at this scale" in a fraction of a bit.
 
 With the prediction loops, content that did not change is coded as zero tokens, and the context
-model gives each of them a high probability, but not a certain one: on carphone at the bundled
-model's default rate, a fifth of a GOP's bits went to scales of predicted frames whose tokens
-were all zero. A skip flag removes that cost, and the decoder's work with it.
+model gives each of them a high probability, but not a certain one, so a scale of a few thousand
+zero tokens still costs bits, and the decoder still runs the context model for it. A skip flag
+removes both: the first 32 frames of carphone at the bundled model's default rate take 416 bytes
+instead of 543 (``progvc compress carphone c.pgv --frames 32 --skip on|off``).
 
 **Format** (streams of version 4 with ``skip`` on). Every segment ``k`` of a GOP opens with one
 *mode* symbol (a fixed even table, 1 bit): with mode 1, every frame but the first opens its chunk
