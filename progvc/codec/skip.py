@@ -27,7 +27,7 @@ lowers the scale's ``D + rdoq * R`` (:func:`rd_skip`: ``D`` the squared error in
 steps, ``R`` the tokens' bits and the flag's), the trade RDOQ makes token by token, made for the
 scale as a whole, whose zeros the flag makes nearly free. Only the finest scale: a coarser
 scale's skipped residual returns in the finer scales of the same frame, which a per-scale
-choice does not see (skipping every scale this way cost 3 % more bits at a higher rate on vtest).
+choice does not see (a trial that skipped any scale this way lost bits at a higher rate on vtest).
 
 **Decoder.** A skipped scale needs no probabilities, so the context model's step for it runs
 only when a later scale of the same frame needs logits (its keys and values must be in the
