@@ -243,19 +243,25 @@ def test_bench_context_json(capsys):
     assert all(r["tokens_per_frame"] == 15 and r["ms_per_frame"] > 0 for r in rows)
 
 
-def test_exact_copy_products_are_exact_and_thread_invariant():
-    """The exact copy's matrix products sum integers below 2**24: any order gives the same bits."""
-    from progvc.context_models.exact import ExactLinear, exact_copy, quantize_rows
+@pytest.mark.parametrize("attention", ["exact", "float64"])
+def test_exact_copy_products_are_exact_and_thread_invariant(attention):
+    """The exact copy's matrix products are int8 products in int32 (or float32 sums of integers
+    below 2**24): any order gives the same bits. ``"float64"`` (the codec's) keeps float64 attention."""
+    from progvc.context_models.exact import ExactAttention, ExactLinear, exact_copy, quantize_rows
+    from progvc.context_models.transformer import Attention
 
     model = make("var")
     cur, prev = [[c.double() for c in x] for x in random_inputs()]
-    exact = exact_copy(model)
+    exact = exact_copy(model, attention=attention)
     assert not any(isinstance(m, torch.nn.Linear) for m in exact.modules())
+    kinds = {type(m) for m in exact.modules()}
+    assert (ExactAttention in kinds, Attention in kinds) == (attention == "exact", attention == "float64")
     q, s = quantize_rows(cur[-1].flatten(1))
-    assert q.abs().max() <= 127 and torch.equal(q, q.round())
+    assert q.dtype == torch.int8 and q.abs().max() == 127
+    assert torch.allclose(q * s, cur[-1].flatten(1), atol=float(s.max()) / 2 + 1e-12)
     lin = next(m for m in exact.modules() if isinstance(m, ExactLinear))
-    x = torch.randint(-127, 128, (50, lin.weight_q.shape[0])).float()
-    assert torch.equal((x @ lin.weight_q).double(), x.double() @ lin.weight_q.double())  # exact in float32
+    x = torch.randint(-127, 128, (50, lin.weight_q.shape[0]), dtype=torch.int8)
+    assert torch.equal(torch._int_mm(x, lin.weight_q).long(), x.long() @ lin.weight_q.long())  # exact
     before = torch.get_num_threads()
     try:
         runs = []
@@ -273,10 +279,12 @@ def test_exact_copy_products_are_exact_and_thread_invariant():
 
 
 def test_exact_copy_refuses_what_it_cannot_keep_exact():
-    from progvc.context_models.exact import ExactLinear, _attention_grid
+    from progvc.context_models.exact import ExactLinear, _attention_grid, exact_copy
 
     with pytest.raises(ConfigError, match="in_features"):
-        ExactLinear(torch.nn.Linear(2048, 4))
+        ExactLinear(torch.nn.Linear(140_000, 1))
+    with pytest.raises(ConfigError, match="attention"):
+        exact_copy(torch.nn.Linear(4, 4), attention="float32")
     assert _attention_grid(1000) == 2**16
     assert _attention_grid(200_000) < 2**16  # fewer grid steps keep 127 * (P + L / 2) < 2**24
     with pytest.raises(ConfigError, match="keys"):

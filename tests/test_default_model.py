@@ -1,14 +1,20 @@
 """The bundled default model: it loads safely, codes the held-out clip exactly, and its context
 model needs far fewer bits than a uniform one (measured through `python -m progvc.bench rate`)."""
 
+import hashlib
 import json
+from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
+import torch
 
 from progvc.bench import rate
 from progvc.codec import Codec
+from progvc.codec.bitstream import parse
 from progvc.codec.model import CodecModel
+from progvc.errors import BitstreamError
 from progvc.io import read_video, sample_clip
 
 
@@ -99,3 +105,33 @@ def test_another_machine_decodes_the_stream_exactly(model, tmp_path):
     decoded = torch.load(tmp_path / "tokens.pt", weights_only=True)
     assert len(decoded) == len(expected) == 8
     assert all(torch.equal(a, b) for a, b in zip(decoded, expected))
+
+
+def _token_digest(codec: Codec, data: bytes) -> str:
+    """sha256 of every decoded token (int64 bytes), GOP by GOP, scale by scale."""
+    digest = hashlib.sha256()
+    for gop in codec.iter_tokens(data):
+        for tokens in gop:
+            digest.update(tokens.to(torch.int64).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_a_version_4_stream_of_the_release_before_decodes_to_its_tokens(model):
+    """``tests/data/carphone_v4.pgv``: 3 carphone frames coded by the release before format
+    version 5 (commit 8c4ac5d, the bundled model, default settings), whose own decoder gave the
+    tokens of ``V4_TOKENS``. Version 4 tables came from a float64 context model; the codec still
+    decodes them with one, and the version-5 arithmetic would not."""
+    data = (Path(__file__).parent / "data" / "carphone_v4.pgv").read_bytes()
+    assert parse(data).header.version == 4
+    codec = Codec(model, progress=False)
+    assert _token_digest(codec, data) == V4_TOKENS
+    exact = codec._context(5)
+    with mock.patch.object(codec, "_context", lambda version: exact):
+        try:
+            assert _token_digest(codec, data) != V4_TOKENS
+        except BitstreamError:
+            pass
+
+
+#: the release before's decoder on tests/data/carphone_v4.pgv (``_token_digest``)
+V4_TOKENS = "4226ea04350c3c00da03fa71c8856c541b8bb7a048b9db888698a800ed0ca938"

@@ -27,7 +27,10 @@ def test_speed_breakdown_quick_json(tmp_path, capsys):
     for mode in ("decode", "encode"):  # constriction's own calls are a part of the coder's time
         assert 0 < row[mode]["constriction_ms_per_frame"] <= row[mode]["ms_per_frame"]["coder"] + 1e-3
         assert row[mode]["constriction_in_codec_vs_raw"] > 0
-    assert row["precision"]["float64_table_entries_differing_1_vs_2_threads"] == 0
+    precision = row["precision"]
+    for variant in ("float64", "exact_linear", "exact"):  # the codec's arithmetic, old and new, and the reference
+        assert precision[f"{variant}_table_entries_differing_1_vs_2_threads"] == 0
+        assert precision[f"{variant}_bits_per_frame"] > 0  # one chunk per step: every variant is scored
 
 
 def test_speed_with_and_without_skip_flags_in_one_run(tmp_path, capsys):

@@ -12,7 +12,8 @@ of every component (CPU time of the process: with 2 threads, the sum over both; 
 from CPU time, ``wall_fps`` from wall time, which a busy machine inflates), for decoding without synthesis (all scales received), decoding with
 synthesis (half the scales received, the rest sampled) and encoding:
 
-* ``context``: the context model's ``step`` (the codec's float64 copy);
+* ``context``: the context model's ``step`` (the codec's coding copy, exact int8 products in its
+  linear layers);
 * ``tables``: logits -> tables (:func:`~progvc.coders.tables.logits_to_tables`);
 * ``coder``: the entropy coder's encode / decode / finish calls;
 * ``synthesis``: sampling the scales a stream does not carry;
@@ -26,7 +27,8 @@ it: the cost of progvc's coding path over the bare coder. ``constriction_ms_per_
 part of ``coder`` spent in constriction's own calls, and ``constriction_in_codec_vs_raw`` its
 ratio to ``raw_coder``: the same calls on the same tables, interleaved with the codec's other
 work instead of back to back (what cold caches cost the bare coder). ``precision`` compares the context
-model in float64 (the codec's), float32 and with exact products
+model in float64 (the codec's before stream format version 5), float32, with exact products in
+its linear layers (the codec's) and with exact products throughout
 (:func:`~progvc.context_models.exact.exact_copy`) on the frame's real inputs: milliseconds per
 frame, the table entries that differ between 1 and 2 threads (the coder needs 0) and the bits
 per frame of the encoder's symbols under each variant's tables.
@@ -50,6 +52,7 @@ import numpy as np
 import torch
 
 from progvc.codec import Codec
+from progvc.codec.bitstream import VERSION
 from progvc.codec.model import CodecModel
 from progvc.io import read_video, sample_clip
 
@@ -61,6 +64,8 @@ COMPONENTS = ("context", "tables", "coder", "synthesis", "prediction", "tokenize
 RECORD = "record"
 #: constriction's own encode / decode calls inside the coder (a part of "coder", reported apart)
 CONSTRICTION = "constriction"
+#: the context model's arithmetic variants of the breakdown's ``precision`` part
+PRECISIONS = ("float64", "float32", "exact_linear", "exact")
 #: the random-init model of the new default's shape (``--model random-mssq``).
 RANDOM_MSSQ = "random-mssq"
 
@@ -152,7 +157,8 @@ def instrument(codec: Codec, timers: Timers, record: bool = False) -> Iterator[N
 
     coder = CODERS.create(codec.model.coder)
     enc_cls, dec_cls = type(coder.encoder()), type(coder.decoder(b""))
-    step = codec._context64.step
+    context = codec._context(VERSION)  # the arithmetic of the streams this progvc writes
+    step = context.step
 
     def keep_inputs(k, cur, prev):
         if k == 0:
@@ -195,7 +201,7 @@ def instrument(codec: Codec, timers: Timers, record: bool = False) -> Iterator[N
         for name, method in (("_ConstrictionEncoder", "encode"), ("_ConstrictionDecoder", "decode")):
             cls = getattr(range_module, name)
             patch(mock.patch.object(range_module, name, timed_constriction(cls, method)))
-        patch(mock.patch.object(codec._context64, "step", context_step))
+        patch(mock.patch.object(context, "step", context_step))
         patch(mock.patch.object(codec, "_pixels", timers.wrap("tokenizer", codec._pixels)))
         patch(mock.patch.object(codec, "_code_frames", timers.wrap("tokenizer", codec._code_frames)))
         patch(
@@ -302,8 +308,10 @@ def breakdown(codec: Codec, frames: np.ndarray, repeats: int) -> dict[str, Any]:
 def precision_report(codec: Codec, inputs: list, num_frames: int, chunks: list | None = None) -> dict[str, Any]:
     """The context model in float64, float32 and with exact products on recorded inputs.
 
-    Per variant: ms per frame (one thread), table entries that differ between 1 and 2 threads
-    (the coder needs 0) and, given the encoder's ``chunks`` (one per ``step`` call, in order), the
+    Variants: ``float64`` (the codec's before stream format version 5), ``float32``,
+    ``exact_linear`` (the codec's: exact int8 products in the linear layers, float64 attention)
+    and ``exact`` (exact attention too, the reference). Per variant: ms per frame (one thread),
+    table entries that differ between 1 and 2 threads (the coder needs 0) and, given the encoder's ``chunks`` (one per ``step`` call, in order), the
     bits per frame of their symbols under the variant's tables (the rate the variant would code).
     """
     from progvc.coders.tables import logits_to_tables
@@ -313,8 +321,9 @@ def precision_report(codec: Codec, inputs: list, num_frames: int, chunks: list |
     report: dict[str, Any] = {}
     before = torch.get_num_threads()
     for label, model, dtype in (
-        ("float64", codec._context64, torch.float64),
+        ("float64", codec._context(4), torch.float64),
         ("float32", model32, torch.float32),
+        ("exact_linear", codec._context(VERSION), torch.float64),
         ("exact", exact_copy(codec.model.context_model), torch.float64),
     ):
         tables = {}
@@ -360,9 +369,10 @@ def run_breakdown(model: CodecModel, sizes, threads, frames_per_run: int, repeat
             frames = load_frames(clip, crop, frames_per_run)
             for n in threads:
                 torch.set_num_threads(n)
-                # one encoder pass per GOP (global motion would code a moving GOP twice): the
-                # breakdown is of the coding path per frame
-                codec = Codec(model, progress=False, motion="none")
+                # one encoder pass per GOP (global motion would code a moving GOP twice) and every
+                # scale coded (no skip flags, whose gain `--skip both` measures): the breakdown is
+                # of the coding path per frame, one chunk per context-model step
+                codec = Codec(model, progress=False, motion="none", skip=False)
                 row = breakdown(codec, frames, repeats)
                 rows.append({"size": label, "threads": n, "frames": frames_per_run, **row})
     finally:
@@ -396,7 +406,7 @@ def format_breakdown(rows: list[dict]) -> str:
             + ", ".join(
                 f"{v} {p[v + '_ms_per_frame']:.1f} / {p[v + '_table_entries_differing_1_vs_2_threads']}"
                 f" / {p.get(v + '_bits_per_frame', '-')}"
-                for v in ("float64", "float32", "exact")
+                for v in PRECISIONS
             )
         )
     return "\n".join(lines)

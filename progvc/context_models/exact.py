@@ -7,19 +7,28 @@ kernel, so its results move by a few ULPs and some table entries cross a roundin
 --breakdown``). A float64 copy makes such moves too small to matter, at 2-3x the time.
 
 :func:`exact_copy` keeps float64 for everything that works element by element or row by row
-(LayerNorm, GELU, softmax, biases, scales) and makes every matrix product **exact**: its operands
-are integers of at most 127 in magnitude stored as float32 (weights per output channel,
-activations per row, both scaled by their absolute maximum), and no partial sum can exceed
-``2**24``, so every partial sum is an exactly representable integer and the product is the same
-in any summation order, on any number of threads. Attention weights become integers on a grid of
-``2**-16`` (times the values' per-token scale, folded in), whose sum over the keys bounds the
-product the same way. The products then run at float32 speed.
+(LayerNorm, GELU, softmax, biases, scales) and makes matrix products **exact**: their operands
+are 8-bit integers (weights per output channel, activations per row, both scaled by their
+absolute maximum over 127) multiplied by :func:`torch._int_mm` into int32, which holds every
+partial sum exactly, so the product is the same in any summation order, on any number of threads
+and any kernel; and int8 products run several times faster than float64 ones (9x at the
+context model's shapes on this project's CPU, 3x on AVX2 without VNNI).
 
-Quantizing the operands changes the logits a little (+0.05 to +0.2 % bits), never the agreement
-between encoder and decoder. **The codec does not use it:** in eager PyTorch the copy is 2-8x
-slower than the float64 one, because the attention matrix is materialised and passed over about
-ten times in float64 where float64 attention is one fused kernel (``docs/benchmarks.md``). It is
-the reference for a fused exact attention kernel.
+Two variants (``attention``):
+
+* ``"float64"`` (**the codec's**, streams of format version 5): the linear layers' products are
+  exact; attention stays float64 ``scaled_dot_product_attention``, one fused kernel, which no
+  eager exact attention has beaten here. The products are about 60 % of the float64 model's
+  time, so the copy is about 1.2x faster than the float64 one (``python -m progvc.bench speed
+  --breakdown``, its ``precision`` part), and codes within 0.1 % of its bits.
+* ``"exact"`` (the reference): attention too; queries, keys and values are 8-bit per token and
+  head, the attention weights integers on a grid (see :class:`ExactAttention`). Its products are
+  float32 matrices of integers (batched over heads), exact by the same bound. In eager PyTorch it
+  is 2-8x *slower* than float64, because the attention matrix is materialised and passed over
+  about ten times (``docs/benchmarks.md``); it is the reference for a fused exact attention kernel.
+
+Quantizing the operands changes the logits a little, never the agreement between encoder and
+decoder.
 """
 
 from __future__ import annotations
@@ -35,48 +44,50 @@ from progvc.errors import ConfigError
 
 #: largest magnitude of an integer operand
 QMAX = 127
-#: every partial sum of an exact product stays below this (float32 holds all integers up to it)
+#: every partial sum of an exact float32 product stays below this (float32 holds all integers up to it)
 EXACT_LIMIT = 2**24
+#: every partial sum of an int8 product (int32 accumulator) stays below this
+INT32_LIMIT = 2**31
 #: attention weights are integers on a grid of 1 / ATTN_GRID (fewer steps only for huge key counts)
 ATTN_GRID = 2**16
 
 
 def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Integers ``|q| <= 127`` (float32, ``x``'s shape) and float64 scales ``[..., 1]`` with ``x ~ q * scale``.
+    """8-bit integers ``q`` (int8, ``|q| <= 127``, ``x``'s shape) and float64 scales ``[..., 1]`` with ``x ~ q * scale``.
 
-    One scale per row (last dimension): its absolute maximum over 127 (1 for an all-zero row).
-    Element-wise correctly rounded operations and an exact maximum: a pure function of ``x``.
+    One scale per row (last dimension): its absolute maximum ``m`` over 127 (``m = 1`` for an
+    all-zero row); ``q = round(x * (127 / m))``. An exact maximum and correctly rounded
+    element-wise operations: a pure function of ``x``, the same on every kernel.
     """
     x = x.double()
-    scale = x.abs().amax(dim=-1, keepdim=True) / QMAX
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    return torch.round(x / scale).clamp_(-QMAX, QMAX).float(), scale
+    top = torch.linalg.vector_norm(x, float("inf"), dim=-1, keepdim=True)
+    top = torch.where(top > 0, top, torch.ones_like(top))
+    return torch.round(x * (QMAX / top)).to(torch.int8), top / QMAX
 
 
 class ExactLinear(nn.Module):
     """A :class:`torch.nn.Linear` with per-output-channel 8-bit weights and per-row 8-bit inputs.
 
-    ``y = (q_x @ q_w^T) * s_x * s_w + b``: the product of integer-valued float32 operands is
-    exact (``in_features * 127**2 < 2**24``), the rest float64. Input and output are float64
+    ``y = int_mm(q_x, q_w^T) * s_w * s_x + b``: the int8 product accumulates in int32, exactly
+    (``in_features * 127**2 < 2**31``); the rest is float64. Input and output are float64
     ``[..., in_features]`` / ``[..., out_features]``.
     """
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        if linear.in_features * QMAX * QMAX >= EXACT_LIMIT:
-            raise ConfigError(
-                f"exact products need in_features < {EXACT_LIMIT // QMAX**2}, got {linear.in_features}"
-            )
+        if linear.in_features * QMAX * QMAX >= INT32_LIMIT:
+            raise ConfigError(f"exact products need in_features < {INT32_LIMIT // QMAX**2}, got {linear.in_features}")
         w = linear.weight.detach().double()
         q, s = quantize_rows(w)  # one scale per output channel
-        self.register_buffer("weight_q", q.t().contiguous())  # [in, out], float32 integers
+        self.register_buffer("weight_q", q.t().contiguous())  # [in, out] int8
         self.register_buffer("weight_scale", s.reshape(-1))  # float64 [out]
         bias = linear.bias.detach().double() if linear.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
         self.register_buffer("bias", bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        q, s = quantize_rows(x)
-        return (q @ self.weight_q).double() * s * self.weight_scale + self.bias
+        q, s = quantize_rows(x.reshape(-1, x.shape[-1]))
+        y = torch.mul(torch._int_mm(q, self.weight_q), self.weight_scale).mul_(s).add_(self.bias)
+        return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
 class ExactAttention(nn.Module):
@@ -100,9 +111,7 @@ class ExactAttention(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
         """``x [B, L, width]`` (float64) -> ``[B, L, width]``; see :meth:`Attention.forward`."""
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
-        qi, qs = quantize_rows(q)
-        ki, ks = quantize_rows(k)
-        vi, vs = quantize_rows(v)
+        (qi, qs), (ki, ks), (vi, vs) = ((i.float(), s) for i, s in map(quantize_rows, (q, k, v)))
         if cache is not None:
             ki, ks, vi, vs = cache.append(ki, ks, vi, vs)
         scores = (qi @ ki.transpose(-1, -2)).double() * qs * ks.transpose(-1, -2) * qi.shape[-1] ** -0.5
@@ -126,25 +135,28 @@ def _attention_grid(num_keys: int) -> float:
     return float(min(ATTN_GRID, 1 << (room.bit_length() - 1)))
 
 
-def exact_copy(model: nn.Module) -> nn.Module:
-    """A float64 inference copy of ``model`` whose attention layers and linear layers compute exact products.
+def exact_copy(model: nn.Module, attention: str = "exact") -> nn.Module:
+    """A float64 inference copy of ``model`` whose linear layers (and, with ``attention="exact"``,
+    attention layers) compute exact products; ``attention="float64"`` keeps float64 attention.
 
     Works on any module built from :class:`~progvc.context_models.transformer.Attention` and
     :class:`torch.nn.Linear` (the ``var`` context model); the original is left untouched.
     """
+    if attention not in ("exact", "float64"):
+        raise ConfigError(f"attention must be 'exact' or 'float64', got {attention!r}")
     copied = copy.deepcopy(model).double().eval()
-    _swap(copied)
+    _swap(copied, attention == "exact")
     return copied
 
 
-def _swap(module: nn.Module) -> None:
+def _swap(module: nn.Module, attention: bool) -> None:
     for name, child in module.named_children():
-        if isinstance(child, Attention):
+        if attention and isinstance(child, Attention):
             setattr(module, name, ExactAttention(child))
         elif isinstance(child, nn.Linear):
             setattr(module, name, ExactLinear(child))
         else:
-            _swap(child)
+            _swap(child, attention)
 
 
 __all__ = ["ExactAttention", "ExactLinear", "exact_copy", "quantize_rows"]
