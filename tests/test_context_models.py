@@ -247,7 +247,13 @@ def test_bench_context_json(capsys):
 def test_exact_copy_products_are_exact_and_thread_invariant(attention):
     """The exact copy's matrix products are int8 products in int32 (or float32 sums of integers
     below 2**24): any order gives the same bits. ``"float64"`` (the codec's) keeps float64 attention."""
-    from progvc.context_models.exact import ExactAttention, ExactLinear, exact_copy, quantize_rows
+    from progvc.context_models.exact import (
+        ExactAttention,
+        ExactLinear,
+        _float64_matmul,
+        exact_copy,
+        quantize_rows,
+    )
     from progvc.context_models.transformer import Attention
 
     model = make("var")
@@ -262,6 +268,7 @@ def test_exact_copy_products_are_exact_and_thread_invariant(attention):
     lin = next(m for m in exact.modules() if isinstance(m, ExactLinear))
     x = torch.randint(-127, 128, (50, lin.weight_q.shape[0]), dtype=torch.int8)
     assert torch.equal(torch._int_mm(x, lin.weight_q).long(), x.long() @ lin.weight_q.long())  # exact
+    assert torch.equal(_float64_matmul(x, lin.weight_q), torch._int_mm(x, lin.weight_q))  # the non-CPU path
     before = torch.get_num_threads()
     try:
         runs = []

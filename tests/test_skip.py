@@ -12,6 +12,7 @@ from _tiny_codec import old_arithmetic, tiny_model
 from progvc.codec import Codec, truncate
 from progvc.codec.bitstream import crc16, inspect, parse
 from progvc.codec.skip import CODED, MODE_TABLES, SKIPPED, SkipFlags, rd_skip
+from progvc.codec.synthesis import SynthesisSettings
 from progvc.coders.range import RangeCoder
 from progvc.errors import BitstreamError, ConfigError
 from progvc.io import read_video, sample_clip
@@ -173,3 +174,26 @@ def test_cli_skip_option(tmp_path, still, capsys):
     assert "skip flags on" in capsys.readouterr().out
     assert main(["info", str(tmp_path / "on.pgv"), "--frames", "--model", str(tmp_path / "m.pt")]) == 0
     assert "skip" in capsys.readouterr().out.split("\n", 2)[2]  # a skipped scale in a frame's row
+
+
+def test_a_frame_that_repeats_the_one_before_is_not_decoded_again(still):
+    """Frames whose latent equals the frame before's (every scale skipped) get that frame's pixels
+    without a decoder call; chunked decoding (batches of 2) gives the pixels of decoding them all."""
+    model = tiny_model("mssq", prediction="loops")
+    model.set_deadzone((0.0, 0.9))
+    codec = Codec(model, progress=False, motion="none", batch_size=2)
+    frames = np.concatenate([still[:3], still[:1], still[:1]])  # a change back, then a repeat
+    data = codec.compress(frames, gop=5)
+    latents = [latent for _, gop in codec._decode_frames(parse(data), None, SynthesisSettings()) for latent, *_ in gop]
+    repeats = [torch.equal(a, b) for a, b in zip(latents, latents[1:])]
+    assert any(repeats) and not all(repeats)  # else this test shows nothing
+    decode = model.tokenizer.decode_latent
+    with mock.patch.object(model.tokenizer, "decode_latent", side_effect=decode) as calls:
+        decoded = codec.decompress(data, synthesis="none")
+    assert sum(call.args[0].shape[0] for call in calls.call_args_list) == len(frames) - sum(repeats)
+    for t, repeat in enumerate(repeats, start=1):
+        if repeat:
+            np.testing.assert_array_equal(decoded[t], decoded[t - 1])
+    np.testing.assert_array_equal(decoded, codec.reconstruct(frames, gop=5))
+    alone = Codec(model, progress=False, motion="none", batch_size=1)  # each fresh frame decoded alone
+    assert np.abs(alone.decompress(data, synthesis="none").astype(int) - decoded).max() <= 1

@@ -522,17 +522,24 @@ class Codec:
         header = stream.header
         size = (header.height, header.width)
         pending: list[Tensor] = []
+        before: tuple[Tensor, np.ndarray] | None = None  # the last frame shown, for _pixels' repeats
+
+        def shown() -> np.ndarray:
+            nonlocal pending, before
+            pixels = self._pixels(torch.cat(pending), size, before)
+            before, pending = (pending[-1], pixels[-1]), []
+            return pixels
+
         with self._bar(header.num_frames, "decompress") as bar:
             for _, frames in self._decode_frames(stream, layers, settings):
                 for latent, _, _, _, _ in frames:
                     pending.append(latent)
                     if len(pending) == self.batch_size:
-                        yield self._pixels(torch.cat(pending), size)
                         bar.update(len(pending))
-                        pending = []
+                        yield shown()
             if pending:
-                yield self._pixels(torch.cat(pending), size)
                 bar.update(len(pending))
+                yield shown()
 
     def _decode_frames(
         self,
@@ -583,15 +590,37 @@ class Codec:
 
             yield gop, frames()
 
-    def _pixels(self, latents: Tensor, size: tuple[int, int]) -> np.ndarray:
-        """uint8 ``[n, H, W, 3]`` from latents ``[n, C, h, w]`` (any float dtype), in batches of ``batch_size``."""
-        out = []
+    def _pixels(
+        self, latents: Tensor, size: tuple[int, int], before: tuple[Tensor, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """uint8 ``[n, H, W, 3]`` from latents ``[n, C, h, w]`` (any float dtype), in batches of ``batch_size`` frames.
+
+        A frame whose latent equals the frame before's is not decoded again: its pixels are copied
+        (the tokenizer's decoder is a function of the latent). A predicted frame whose scales are
+        all skipped or zero is such a frame (``R_t = R_{t-1} + 0``, :mod:`progvc.codec.prediction`),
+        and on still content most are. ``before``: the latent ``[1, C, h, w]`` and pixels
+        ``[H, W, 3]`` of the frame before ``latents[0]``, if any. Batches are formed by frame
+        position (each decodes its frames that are not repeats), so a caller that passes the
+        frames ``batch_size`` at a time, with ``before``, gets the pixels of one that passes them all.
+        """
+        out = np.empty((latents.shape[0], *size, 3), dtype=np.uint8)
         tokenizer = self.model.tokenizer
+        previous, shown = before if before is not None else (None, None)
         with torch.inference_mode():
             for start in range(0, latents.shape[0], self.batch_size):
-                part = latents[start : start + self.batch_size].to(self.device, torch.float32)
-                out.append(tensor_to_frames(tokenizer.decode_latent(part, size)))
-        return np.concatenate(out)
+                part = latents[start : start + self.batch_size]
+                refs = [previous] + [part[i : i + 1] for i in range(part.shape[0] - 1)]
+                fresh = [i for i, ref in enumerate(refs) if ref is None or not torch.equal(part[i : i + 1], ref)]
+                if fresh:
+                    decoded = tokenizer.decode_latent(part[fresh].to(self.device, torch.float32), size)
+                    out[[start + i for i in fresh]] = tensor_to_frames(decoded)
+                for i in range(part.shape[0]):
+                    if not fresh or fresh[0] != i:
+                        out[start + i] = shown if i == 0 else out[start + i - 1]
+                    else:
+                        fresh.pop(0)
+                previous, shown = part[-1:], out[start + part.shape[0] - 1]
+        return out
 
     # ------------------------------------------------------------------ the shared loop
 

@@ -65,6 +65,21 @@ def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
     return torch.round(x * (QMAX / top)).to(torch.int8), top / QMAX
 
 
+def int8_matmul(a: Tensor, b: Tensor) -> Tensor:
+    """The exact product ``[M, K] @ [K, N]`` of int8 matrices, int32 (``K * 127**2 < 2**31``).
+
+    On the CPU :func:`torch._int_mm`; elsewhere (where it needs shapes of at least 16 rows and
+    multiples of 8) a float64 product, exact too: integer operands and sums below ``2**53``.
+    """
+    if a.device.type == "cpu":
+        return torch._int_mm(a, b)
+    return _float64_matmul(a, b)
+
+
+def _float64_matmul(a: Tensor, b: Tensor) -> Tensor:
+    return (a.double() @ b.double()).to(torch.int32)
+
+
 class ExactLinear(nn.Module):
     """A :class:`torch.nn.Linear` with per-output-channel 8-bit weights and per-row 8-bit inputs.
 
@@ -86,7 +101,7 @@ class ExactLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         q, s = quantize_rows(x.reshape(-1, x.shape[-1]))
-        y = torch.mul(torch._int_mm(q, self.weight_q), self.weight_scale).mul_(s).add_(self.bias)
+        y = torch.mul(int8_matmul(q, self.weight_q), self.weight_scale).mul_(s).add_(self.bias)
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
@@ -159,4 +174,4 @@ def _swap(module: nn.Module, attention: bool) -> None:
             _swap(child, attention)
 
 
-__all__ = ["ExactAttention", "ExactLinear", "exact_copy", "quantize_rows"]
+__all__ = ["ExactAttention", "ExactLinear", "exact_copy", "int8_matmul", "quantize_rows"]
