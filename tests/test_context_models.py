@@ -243,10 +243,11 @@ def test_bench_context_json(capsys):
     assert all(r["tokens_per_frame"] == 15 and r["ms_per_frame"] > 0 for r in rows)
 
 
-@pytest.mark.parametrize("attention", ["exact", "float64"])
-def test_exact_copy_products_are_exact_and_thread_invariant(attention):
+@pytest.mark.parametrize("mode", ["exact", "blocks"])
+def test_exact_copy_products_are_exact_and_thread_invariant(mode):
     """The exact copy's matrix products are int8 products in int32 (or float32 sums of integers
-    below 2**24): any order gives the same bits. ``"float64"`` (the codec's) keeps float64 attention."""
+    below 2**24): any order gives the same bits. ``"blocks"`` (the codec's) makes only the
+    Transformer blocks' linear layers exact: attention, input projections and head stay float64."""
     from progvc.context_models.exact import (
         ExactAttention,
         ExactLinear,
@@ -258,10 +259,12 @@ def test_exact_copy_products_are_exact_and_thread_invariant(attention):
 
     model = make("var")
     cur, prev = [[c.double() for c in x] for x in random_inputs()]
-    exact = exact_copy(model, attention=attention)
-    assert not any(isinstance(m, torch.nn.Linear) for m in exact.modules())
+    exact = exact_copy(model, mode=mode)
     kinds = {type(m) for m in exact.modules()}
-    assert (ExactAttention in kinds, Attention in kinds) == (attention == "exact", attention == "float64")
+    assert (ExactAttention in kinds, Attention in kinds) == (mode == "exact", mode == "blocks")
+    plain = {name for name, m in exact.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert plain == (set() if mode == "exact" else {"cur_proj", "prev_proj", "head"})
+    assert isinstance(exact.blocks[0].mlp.fc1, ExactLinear) and isinstance(exact.blocks[-1].attn.qkv, ExactLinear)
     q, s = quantize_rows(cur[-1].flatten(1))
     assert q.dtype == torch.int8 and q.abs().max() == 127
     assert torch.allclose(q * s, cur[-1].flatten(1), atol=float(s.max()) / 2 + 1e-12)
@@ -290,8 +293,8 @@ def test_exact_copy_refuses_what_it_cannot_keep_exact():
 
     with pytest.raises(ConfigError, match="in_features"):
         ExactLinear(torch.nn.Linear(140_000, 1))
-    with pytest.raises(ConfigError, match="attention"):
-        exact_copy(torch.nn.Linear(4, 4), attention="float32")
+    with pytest.raises(ConfigError, match="mode"):
+        exact_copy(torch.nn.Linear(4, 4), mode="float32")
     assert _attention_grid(1000) == 2**16
     assert _attention_grid(200_000) < 2**16  # fewer grid steps keep 127 * (P + L / 2) < 2**24
     with pytest.raises(ConfigError, match="keys"):

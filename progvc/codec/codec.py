@@ -7,7 +7,8 @@ tables): for every GOP, for every frame ``t`` of the GOP, for every scale ``k``:
   frame ``t``'s own running latent after scales ``< k`` and frame ``t - 1``'s reconstruction at
   level ``k`` (``None`` for the GOP's first frame), both area-downsampled to scale ``k``;
 * ``logits = context_model.step(state_t, k, cur_k, prev_k)`` on a coding copy of the context
-  model whose linear layers multiply 8-bit integers exactly, everything else in float64
+  model whose Transformer blocks' linear layers multiply 8-bit integers exactly, everything
+  else in float64
   (:func:`~progvc.context_models.exact.exact_copy`; streams before format version 5 use a float64
   copy throughout), with latents from a float64 copy of the tokenizer (so that thread counts and
   batch shapes change the logits by ~1e-16 at most, far below the table resolution);
@@ -146,13 +147,14 @@ class Codec:
 
     def _context(self, version: int) -> nn.Module:
         """The context model's coding copy for streams of format ``version``: exact int8 products in
-        its linear layers (:func:`~progvc.context_models.exact.exact_copy`, float64 attention) from
-        version 5 on, float64 throughout before. Made on first use."""
+        its Transformer blocks' linear layers, the rest float64
+        (:func:`~progvc.context_models.exact.exact_copy` ``mode="blocks"``) from version 5 on,
+        float64 throughout before. Made on first use."""
         arithmetic = "exact" if version >= 5 else "float64"
         if arithmetic not in self._contexts:
             model = self.model.context_model
             self._contexts[arithmetic] = (
-                exact_copy(model, attention="float64")
+                exact_copy(model, mode="blocks")
                 if arithmetic == "exact"
                 else copy.deepcopy(model).double().eval()
             )

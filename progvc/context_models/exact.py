@@ -14,18 +14,20 @@ partial sum exactly, so the product is the same in any summation order, on any n
 and any kernel; and int8 products run several times faster than float64 ones (9x at the
 context model's shapes on this project's CPU, 3x on AVX2 without VNNI).
 
-Two variants (``attention``):
+Two variants (``mode``):
 
-* ``"float64"`` (**the codec's**, streams of format version 5): the linear layers' products are
-  exact; attention stays float64 ``scaled_dot_product_attention``, one fused kernel, which no
-  eager exact attention has beaten here. The products are about 60 % of the float64 model's
-  time, so the copy is about 1.2x faster than the float64 one (``python -m progvc.bench speed
-  --breakdown``, its ``precision`` part), and codes within 0.1 % of its bits.
-* ``"exact"`` (the reference): attention too; queries, keys and values are 8-bit per token and
-  head, the attention weights integers on a grid (see :class:`ExactAttention`). Its products are
-  float32 matrices of integers (batched over heads), exact by the same bound. In eager PyTorch it
-  is 2-8x *slower* than float64, because the attention matrix is materialised and passed over
-  about ten times (``docs/benchmarks.md``); it is the reference for a fused exact attention kernel.
+* ``"blocks"`` (**the codec's**, streams of format version 5): the linear layers of the
+  Transformer blocks (attention projections and MLPs, nearly all of the products) are exact;
+  attention stays float64 ``scaled_dot_product_attention``, one fused kernel, which no eager
+  exact attention has beaten here, and the input projections and the output head stay float64,
+  so the logits are not computed from 8-bit features. About 1.3x faster than the float64 copy at
+  176x144 (``python -m progvc.bench speed --breakdown``, its ``precision`` part).
+* ``"exact"`` (the reference): every linear layer and attention too; queries, keys and values
+  are 8-bit per token and head, the attention weights integers on a grid (see
+  :class:`ExactAttention`). Its attention products are float32 matrices of integers (batched
+  over heads), exact by the same kind of bound. In eager PyTorch it is 2-8x *slower* than
+  float64, because the attention matrix is materialised and passed over about ten times
+  (``docs/benchmarks.md``); it is the reference for a fused exact attention kernel.
 
 Quantizing the operands changes the logits a little, never the agreement between encoder and
 decoder.
@@ -39,7 +41,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from progvc.context_models.transformer import Attention, KVCache
+from progvc.context_models.transformer import Attention, Block, KVCache
 from progvc.errors import ConfigError
 
 #: largest magnitude of an integer operand
@@ -48,6 +50,8 @@ QMAX = 127
 EXACT_LIMIT = 2**24
 #: every partial sum of an int8 product (int32 accumulator) stays below this
 INT32_LIMIT = 2**31
+#: :func:`exact_copy`'s modes: everything exact (the reference), or the Transformer blocks' linear layers (the codec's)
+EXACT_MODES = ("exact", "blocks")
 #: attention weights are integers on a grid of 1 / ATTN_GRID (fewer steps only for huge key counts)
 ATTN_GRID = 2**16
 
@@ -150,28 +154,29 @@ def _attention_grid(num_keys: int) -> float:
     return float(min(ATTN_GRID, 1 << (room.bit_length() - 1)))
 
 
-def exact_copy(model: nn.Module, attention: str = "exact") -> nn.Module:
-    """A float64 inference copy of ``model`` whose linear layers (and, with ``attention="exact"``,
-    attention layers) compute exact products; ``attention="float64"`` keeps float64 attention.
+def exact_copy(model: nn.Module, mode: str = "exact") -> nn.Module:
+    """A float64 inference copy of ``model`` with exact products (the original is left untouched).
 
-    Works on any module built from :class:`~progvc.context_models.transformer.Attention` and
-    :class:`torch.nn.Linear` (the ``var`` context model); the original is left untouched.
+    ``mode="exact"``: every :class:`torch.nn.Linear` and
+    :class:`~progvc.context_models.transformer.Attention` computes exact products.
+    ``mode="blocks"``: only the linear layers inside
+    :class:`~progvc.context_models.transformer.Block` modules do; the rest is float64.
     """
-    if attention not in ("exact", "float64"):
-        raise ConfigError(f"attention must be 'exact' or 'float64', got {attention!r}")
+    if mode not in EXACT_MODES:
+        raise ConfigError(f"mode must be one of {', '.join(EXACT_MODES)}, got {mode!r}")
     copied = copy.deepcopy(model).double().eval()
-    _swap(copied, attention == "exact")
+    _swap(copied, mode, inside_block=False)
     return copied
 
 
-def _swap(module: nn.Module, attention: bool) -> None:
+def _swap(module: nn.Module, mode: str, inside_block: bool) -> None:
     for name, child in module.named_children():
-        if attention and isinstance(child, Attention):
+        if mode == "exact" and isinstance(child, Attention):
             setattr(module, name, ExactAttention(child))
-        elif isinstance(child, nn.Linear):
+        elif isinstance(child, nn.Linear) and (mode == "exact" or inside_block):
             setattr(module, name, ExactLinear(child))
         else:
-            _swap(child, attention)
+            _swap(child, mode, inside_block or isinstance(child, Block))
 
 
 __all__ = ["ExactAttention", "ExactLinear", "exact_copy", "int8_matmul", "quantize_rows"]
