@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Iterator
-from unittest import mock
 
 import numpy as np
 import torch
@@ -62,12 +59,3 @@ def codec(kind: str = "msvq", seed: int = 0) -> Codec:
 def stream(kind: str = "msvq") -> bytes:
     """The clip compressed with every scale, GOP 3 (two GOPs: 3 + 2 frames)."""
     return codec(kind).compress(clip(), gop=3)
-
-
-@contextlib.contextmanager
-def old_arithmetic(codec: Codec) -> Iterator[Codec]:
-    """While the block runs, ``codec`` codes every stream with the float64 context model of format
-    versions 2-4: what a progvc before version 5 wrote (its streams then relabelled to their version)."""
-    float64 = codec._context(4)
-    with mock.patch.object(codec, "_context", lambda version: float64):
-        yield codec

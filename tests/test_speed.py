@@ -39,6 +39,7 @@ def test_speed_with_and_without_skip_flags_in_one_run(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)["speed"]
     assert [(r["size"], r["skip"]) for r in rows] == [("176x144", "on"), ("176x144", "off")]
     assert all(r["encode_fps"] > 0 and r["decode_fps"] > 0 and r["bpp"] > 0 for r in rows)
+    assert all(0 <= r["repeated_frames"] < r["frames"] for r in rows)  # the first frame is always decoded
 
 
 def test_speed_refuses_an_unknown_size(capsys):

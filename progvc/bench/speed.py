@@ -12,8 +12,7 @@ of every component (CPU time of the process: with 2 threads, the sum over both; 
 from CPU time, ``wall_fps`` from wall time, which a busy machine inflates), for decoding without synthesis (all scales received), decoding with
 synthesis (half the scales received, the rest sampled) and encoding:
 
-* ``context``: the context model's ``step`` (the codec's coding copy, exact int8 products in its
-  linear layers);
+* ``context``: the context model's ``step`` (the codec's float64 copy);
 * ``tables``: logits -> tables (:func:`~progvc.coders.tables.logits_to_tables`);
 * ``coder``: the entropy coder's encode / decode / finish calls;
 * ``synthesis``: sampling the scales a stream does not carry;
@@ -27,8 +26,8 @@ it: the cost of progvc's coding path over the bare coder. ``constriction_ms_per_
 part of ``coder`` spent in constriction's own calls, and ``constriction_in_codec_vs_raw`` its
 ratio to ``raw_coder``: the same calls on the same tables, interleaved with the codec's other
 work instead of back to back (what cold caches cost the bare coder). ``precision`` compares the context
-model in float64 (the codec's before stream format version 5), float32, with exact products in
-its linear layers (the codec's) and with exact products throughout
+model in float64 (the codec's), float32, with exact int8 products in its Transformer blocks'
+linear layers and with exact products throughout
 (:func:`~progvc.context_models.exact.exact_copy`) on the frame's real inputs: milliseconds per
 frame, the table entries that differ between 1 and 2 threads (the coder needs 0) and the bits
 per frame of the encoder's symbols under each variant's tables.
@@ -52,7 +51,6 @@ import numpy as np
 import torch
 
 from progvc.codec import Codec
-from progvc.codec.bitstream import VERSION
 from progvc.codec.model import CodecModel
 from progvc.io import read_video, sample_clip
 
@@ -94,7 +92,9 @@ def load_frames(clip: str, crop: tuple[int, int] | None, count: int) -> np.ndarr
 
 
 def time_codec(codec: Codec, frames, repeats: int, gop: int) -> dict[str, float]:
-    """Median encode / decode frames per second over ``repeats`` runs, and the stream's bpp."""
+    """Median encode / decode frames per second over ``repeats`` runs, the stream's bpp, and the
+    frames the decoder showed without running the tokenizer's decoder (``repeated_frames``: their
+    latent repeats the frame before's, see ``Codec._pixels``; counted in one more, untimed decode)."""
     enc, dec = [], []
     data = b""
     for _ in range(repeats):
@@ -106,10 +106,14 @@ def time_codec(codec: Codec, frames, repeats: int, gop: int) -> dict[str, float]
         enc.append(t1 - t0)
         dec.append(t2 - t1)
     n = frames.shape[0]
+    tokenizer = codec.model.tokenizer
+    with mock.patch.object(tokenizer, "decode_latent", wraps=tokenizer.decode_latent) as calls:
+        codec.decompress(data, synthesis="none")
     return {
         "encode_fps": n / statistics.median(enc),
         "decode_fps": n / statistics.median(dec),
         "bpp": codec.inspect(data).bpp(),
+        "repeated_frames": n - sum(call.args[0].shape[0] for call in calls.call_args_list),
     }
 
 
@@ -157,8 +161,7 @@ def instrument(codec: Codec, timers: Timers, record: bool = False) -> Iterator[N
 
     coder = CODERS.create(codec.model.coder)
     enc_cls, dec_cls = type(coder.encoder()), type(coder.decoder(b""))
-    context = codec._context(VERSION)  # the arithmetic of the streams this progvc writes
-    step = context.step
+    step = codec._context64.step
 
     def keep_inputs(k, cur, prev):
         if k == 0:
@@ -201,7 +204,7 @@ def instrument(codec: Codec, timers: Timers, record: bool = False) -> Iterator[N
         for name, method in (("_ConstrictionEncoder", "encode"), ("_ConstrictionDecoder", "decode")):
             cls = getattr(range_module, name)
             patch(mock.patch.object(range_module, name, timed_constriction(cls, method)))
-        patch(mock.patch.object(context, "step", context_step))
+        patch(mock.patch.object(codec._context64, "step", context_step))
         patch(mock.patch.object(codec, "_pixels", timers.wrap("tokenizer", codec._pixels)))
         patch(mock.patch.object(codec, "_code_frames", timers.wrap("tokenizer", codec._code_frames)))
         patch(
@@ -308,9 +311,9 @@ def breakdown(codec: Codec, frames: np.ndarray, repeats: int) -> dict[str, Any]:
 def precision_report(codec: Codec, inputs: list, num_frames: int, chunks: list | None = None) -> dict[str, Any]:
     """The context model in float64, float32 and with exact products on recorded inputs.
 
-    Variants: ``float64`` (the codec's before stream format version 5), ``float32``,
-    ``exact_linear`` (the codec's: exact int8 products in the linear layers, float64 attention)
-    and ``exact`` (exact attention too, the reference). Per variant: ms per frame (one thread),
+    Variants: ``float64`` (the codec's), ``float32``, ``exact_linear`` (exact int8 products in
+    the Transformer blocks' linear layers, the rest float64) and ``exact`` (exact products
+    throughout, the reference). Per variant: ms per frame (one thread),
     table entries that differ between 1 and 2 threads (the coder needs 0) and, given the encoder's ``chunks`` (one per ``step`` call, in order), the
     bits per frame of their symbols under the variant's tables (the rate the variant would code).
     """
@@ -321,9 +324,9 @@ def precision_report(codec: Codec, inputs: list, num_frames: int, chunks: list |
     report: dict[str, Any] = {}
     before = torch.get_num_threads()
     for label, model, dtype in (
-        ("float64", codec._context(4), torch.float64),
+        ("float64", codec._context64, torch.float64),
         ("float32", model32, torch.float32),
-        ("exact_linear", codec._context(VERSION), torch.float64),
+        ("exact_linear", exact_copy(codec.model.context_model, mode="blocks"), torch.float64),
         ("exact", exact_copy(codec.model.context_model), torch.float64),
     ):
         tables = {}
@@ -471,10 +474,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"threads": threads, "speed": rows}, indent=2))
     else:
-        print(f"{'size':<9} {'skip':>4} {'encode fps':>10} {'decode fps':>10} {'bpp':>8}   ({threads} threads)")
+        print(
+            f"{'size':<9} {'skip':>4} {'encode fps':>10} {'decode fps':>10} {'bpp':>8} {'repeated':>8}"
+            f"   ({threads} threads)"
+        )
         for r in rows:
             print(
                 f"{r['size']:<9} {r['skip']:>4} {r['encode_fps']:>10.2f} {r['decode_fps']:>10.2f} {r['bpp']:>8.4f}"
+                f" {r['repeated_frames']:>8}"
             )
     return 0
 

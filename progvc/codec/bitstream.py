@@ -1,4 +1,4 @@
-"""The progressive bitstream format (version 5): header, then GOPs of scale-major segments.
+"""The progressive bitstream format (version 4): header, then GOPs of scale-major segments.
 
 Layout (all integers unsigned; ``varint`` is LEB128, at most 5 bytes; see docs/bitstream.md)::
 
@@ -39,11 +39,10 @@ if TYPE_CHECKING:
     from progvc.codec.limits import DecodeLimits
 
 MAGIC = b"PGVC"
-VERSION = 5
-#: older versions this progvc still reads: version 4 has the same layout, but its tables came from
-#: a float64 context model (the codec decodes it with one); version 3 has no skip field (no skip
-#: flags), version 2 no motion field either (no motion).
-READABLE_VERSIONS = (2, 3, 4, 5)
+VERSION = 4
+#: older versions this progvc still reads: version 3 has no skip field (no skip flags), version 2
+#: no motion field either (no motion).
+READABLE_VERSIONS = (2, 3, 4)
 FINGERPRINT_BYTES = 8
 MAX_FRAMES = 2**31 - 1
 MAX_GOP = 1024

@@ -6,12 +6,9 @@ tables): for every GOP, for every frame ``t`` of the GOP, for every scale ``k``:
 * ``cur_k, prev_k`` come from the GOP's :class:`~progvc.codec.prediction.PredictionLoop`:
   frame ``t``'s own running latent after scales ``< k`` and frame ``t - 1``'s reconstruction at
   level ``k`` (``None`` for the GOP's first frame), both area-downsampled to scale ``k``;
-* ``logits = context_model.step(state_t, k, cur_k, prev_k)`` on a coding copy of the context
-  model whose Transformer blocks' linear layers multiply 8-bit integers exactly, everything
-  else in float64
-  (:func:`~progvc.context_models.exact.exact_copy`; streams before format version 5 use a float64
-  copy throughout), with latents from a float64 copy of the tokenizer (so that thread counts and
-  batch shapes change the logits by ~1e-16 at most, far below the table resolution);
+* ``logits = context_model.step(state_t, k, cur_k, prev_k)`` on a float64 copy of the context
+  model, with latents from a float64 copy of the tokenizer (so that thread counts and batch
+  shapes change the logits by ~1e-16 at most, far below the table resolution);
 * ``tables = logits_to_tables(logits)`` (:mod:`progvc.coders.tables`) and the frame's scale-``k`` symbols go into (or come out
   of) the GOP's scale-``k`` segment, one chunk per frame.
 
@@ -42,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from progvc.codec import bitstream
 from progvc.codec.bitstream import Header, StreamInfo
@@ -61,7 +58,6 @@ from progvc.codec.refine import LatentRefiner
 from progvc.codec.skip import MODE_TABLES, SKIPPED, Flag, SkipFlags, rd_skip
 from progvc.codec.synthesis import SynthesisSettings, gop_generator, pick_tokens
 from progvc.coders import CODERS
-from progvc.context_models.exact import exact_copy
 from progvc.errors import BitstreamError, ConfigError, ModelMismatchError
 
 #: a video for :meth:`Codec.compress`: a path, uint8 ``[T, H, W, 3]``, or an iterable of ``[H, W, 3]`` frames.
@@ -143,22 +139,7 @@ class Codec:
         self.fingerprint = model.fingerprint()
         self.refiner = LatentRefiner(model.tokenizer, refine_steps, refine_lambda)
         self._tokenizer64 = copy.deepcopy(model.tokenizer).double().eval()
-        self._contexts: dict[str, nn.Module] = {}  # coding copies of the context model, by arithmetic
-
-    def _context(self, version: int) -> nn.Module:
-        """The context model's coding copy for streams of format ``version``: exact int8 products in
-        its Transformer blocks' linear layers, the rest float64
-        (:func:`~progvc.context_models.exact.exact_copy` ``mode="blocks"``) from version 5 on,
-        float64 throughout before. Made on first use."""
-        arithmetic = "exact" if version >= 5 else "float64"
-        if arithmetic not in self._contexts:
-            model = self.model.context_model
-            self._contexts[arithmetic] = (
-                exact_copy(model, mode="blocks")
-                if arithmetic == "exact"
-                else copy.deepcopy(model).double().eval()
-            )
-        return self._contexts[arithmetic]
+        self._context64 = copy.deepcopy(model.context_model).double().eval()
 
     # ------------------------------------------------------------------ public API
 
@@ -584,7 +565,7 @@ class Codec:
 
                 motion = (header.motion, motion_of)
                 for latent, tokens, moved in self._code_gop(
-                    gop.num_frames, size, total, pick, settings, generator, motion, header.skip, header.version
+                    gop.num_frames, size, total, pick, settings, generator, motion, header.skip
                 ):
                     bits = [r.bits.pop(0) for r in readers] if with_bits else []
                     skipped = [k for k, r in enumerate(readers) if r.skipped.pop(0)] if with_bits else []
@@ -636,7 +617,6 @@ class Codec:
         generator: torch.Generator | None = None,
         motion: tuple[str, Callable[[int, int, PredictionLoop], Motion | None]] | None = None,
         skip: bool = False,
-        version: int = bitstream.VERSION,
     ) -> Iterator[tuple[Tensor, list[Tensor], Motion]]:
         """Frame after frame of a GOP, scales ``0 .. total - 1`` of each: symbols from
         ``pick(k, loop)(t, tables_of, flag)`` (encode or decode; ``None`` back: the scale is
@@ -650,13 +630,11 @@ class Codec:
         With ``skip``, every received scale of a frame after the first has a skip :class:`Flag`
         (:mod:`progvc.codec.skip`; its segment may or may not carry it). The context model's steps
         run lazily, when ``tables_of()`` or synthesis needs a scale's logits, so a skipped scale
-        that no later scale needs costs none. ``version``: the stream's format version, which
-        picks the context model's arithmetic (:meth:`_context`)."""
+        that no later scale needs costs none."""
         from progvc.coders.tables import logits_to_tables  # float32 grid tables (fast, deterministic)
 
         spec = self.spec
         mode, motion_of = motion or ("none", None)
-        context = self._context(version)
         loop = PredictionLoop(self._tokenizer64, self.model.prediction, size, mode)
         pickers = [pick(k, loop) for k in range(total)]
         # one tables buffer per scale, reused frame after frame (a picker uses its tables at once)
@@ -668,13 +646,13 @@ class Codec:
             for t in range(num_frames):
                 loop.start_frame()
                 moved: Motion = (0, 0)
-                state = context.init_state(1)
+                state = self._context64.init_state(1)
                 pending: list[tuple[int, Tensor, Tensor | None]] = []  # steps not run yet, in order
 
                 def logits(pending=pending, state=state) -> Tensor:
                     """The newest pending scale's logits ``[N, A]``, after every pending step has run."""
                     while pending:
-                        out = context.step(state, *pending.pop(0))
+                        out = self._context64.step(state, *pending.pop(0))
                     return out.reshape(-1, spec.alphabet).cpu()
 
                 coarser: int | None = None  # 1 when the scale before was all zero

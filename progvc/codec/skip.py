@@ -3,8 +3,8 @@
 With the prediction loops, content that did not change is coded as zero tokens, and the context
 model gives each of them a high probability, but not a certain one, so a scale of a few thousand
 zero tokens still costs bits, and the decoder still runs the context model for it. A skip flag
-removes both: the first 32 frames of carphone at the bundled model's default rate take 418 bytes
-instead of 544 (``progvc compress carphone c.pgv --frames 32 --skip on|off``, stream format 5).
+removes both: the first 32 frames of carphone at the bundled model's default rate take 416 bytes
+instead of 543 (``progvc compress carphone c.pgv --frames 32 --skip on|off``).
 
 **Format** (streams of version 4 with ``skip`` on). Every segment ``k`` of a GOP opens with one
 *mode* symbol (a fixed even table, 1 bit): with mode 1, every frame but the first opens its chunk

@@ -11,17 +11,16 @@ kernel, so its results move by a few ULPs and some table entries cross a roundin
 are 8-bit integers (weights per output channel, activations per row, both scaled by their
 absolute maximum over 127) multiplied by :func:`torch._int_mm` into int32, which holds every
 partial sum exactly, so the product is the same in any summation order, on any number of threads
-and any kernel; and int8 products run several times faster than float64 ones (9x at the
-context model's shapes on this project's CPU, 3x on AVX2 without VNNI).
+and any kernel.
 
 Two variants (``mode``):
 
-* ``"blocks"`` (**the codec's**, streams of format version 5): the linear layers of the
-  Transformer blocks (attention projections and MLPs, nearly all of the products) are exact;
-  attention stays float64 ``scaled_dot_product_attention``, one fused kernel, which no eager
-  exact attention has beaten here, and the input projections and the output head stay float64,
-  so the logits are not computed from 8-bit features. About 1.3x faster than the float64 copy at
-  176x144 (``python -m progvc.bench speed --breakdown``, its ``precision`` part).
+* ``"blocks"``: the linear layers of the Transformer blocks (attention projections and MLPs,
+  nearly all of the products) are exact; attention, the input projections and the output head
+  stay float64. It codes the same bits as the float64 copy within 0.2 %, but it is only a few
+  percent faster (int8 products are cheap, the per-row quantization passes around them are
+  not, and float64 attention is most of the rest), so **the codec keeps the float64 copy**
+  (``docs/benchmarks.md#context-model-arithmetic``).
 * ``"exact"`` (the reference): every linear layer and attention too; queries, keys and values
   are 8-bit per token and head, the attention weights integers on a grid (see
   :class:`ExactAttention`). Its attention products are float32 matrices of integers (batched
@@ -50,7 +49,7 @@ QMAX = 127
 EXACT_LIMIT = 2**24
 #: every partial sum of an int8 product (int32 accumulator) stays below this
 INT32_LIMIT = 2**31
-#: :func:`exact_copy`'s modes: everything exact (the reference), or the Transformer blocks' linear layers (the codec's)
+#: :func:`exact_copy`'s modes: everything exact (the reference), or the Transformer blocks' linear layers
 EXACT_MODES = ("exact", "blocks")
 #: attention weights are integers on a grid of 1 / ATTN_GRID (fewer steps only for huge key counts)
 ATTN_GRID = 2**16
