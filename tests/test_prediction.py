@@ -99,6 +99,28 @@ def test_prediction_loop_refuses_more_scales_than_the_schedule():
         PredictionLoop(model.tokenizer, "bidirectional", (48, 64))
 
 
+def test_a_scale_of_zero_tokens_adds_nothing_without_computing_its_contribution():
+    """The loop skips the tokenizer's upsampling and phi for a scale of "no change" tokens (they
+    add exactly nothing, the tokenizer's ``zero_token`` contract) and computes the others."""
+    from unittest import mock
+
+    model = tiny_model("mssq").double()
+    tok = model.tokenizer
+    sizes = tok.scale_sizes(48, 64)
+    gen = torch.Generator().manual_seed(0)
+    tokens = [torch.randint(0, 9, (1, h, w, 8), generator=gen) for h, w in sizes]
+    tokens[1] = torch.full_like(tokens[1], tok.zero_token)
+    expected = tok.latents(tokens, (48, 64))[-1]
+    loop = PredictionLoop(tok, "loops", (48, 64))
+    loop.start_frame()
+    with mock.patch.object(tok, "scale_contribution", wraps=tok.scale_contribution) as calls:
+        for tk in tokens:
+            loop.add_scale(tk)
+    assert calls.call_count == len(sizes) - 1
+    torch.testing.assert_close(loop.latent(), expected, rtol=0, atol=1e-12)
+    assert torch.count_nonzero(tok.scale_contribution(tokens[:2], (48, 64))) == 0  # the contract itself
+
+
 def test_prediction_benchmark_compares_intra_and_loops(tmp_path, capsys):
     import json
 

@@ -245,7 +245,9 @@ class PredictionLoop:
         if k >= len(self.sizes):
             raise ConfigError(f"the frame already has all {len(self.sizes)} scales")
         self.tokens.append(tokens_k)
-        self.own = self.own + self.tokenizer.scale_contribution(self.tokens, self.size)
+        zero = self.tokenizer.zero_token
+        if zero is None or not bool((tokens_k == zero).all()):  # all "no change" tokens add nothing
+            self.own = self.own + self.tokenizer.scale_contribution(self.tokens, self.size)
         ref = self.reference(k)
         self.recons.append(self.own if ref is None else ref + self.own)
 
