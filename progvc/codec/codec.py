@@ -597,11 +597,8 @@ class Codec:
                 if fresh:
                     decoded = tokenizer.decode_latent(part[fresh].to(self.device, torch.float32), size)
                     out[[start + i for i in fresh]] = tensor_to_frames(decoded)
-                for i in range(part.shape[0]):
-                    if not fresh or fresh[0] != i:
-                        out[start + i] = shown if i == 0 else out[start + i - 1]
-                    else:
-                        fresh.pop(0)
+                for i in sorted(set(range(part.shape[0])) - set(fresh)):  # repeats, in order
+                    out[start + i] = shown if i == 0 else out[start + i - 1]
                 previous, shown = part[-1:], out[start + part.shape[0] - 1]
         return out
 
