@@ -246,8 +246,9 @@ def test_bench_context_json(capsys):
 @pytest.mark.parametrize("mode", ["exact", "blocks"])
 def test_exact_copy_products_are_exact_and_thread_invariant(mode):
     """The exact copy's matrix products are int8 products in int32 (or float32 sums of integers
-    below 2**24): any order gives the same bits. ``"blocks"`` (the codec's) makes only the
-    Transformer blocks' linear layers exact: attention, input projections and head stay float64."""
+    below 2**24): any order gives the same bits. ``"blocks"`` (measured against the codec's float64
+    copy) makes only the Transformer blocks' linear layers exact: attention, input projections
+    and head stay float64."""
     from progvc.context_models.exact import (
         ExactAttention,
         ExactLinear,
