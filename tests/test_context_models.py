@@ -14,7 +14,7 @@ from progvc.context_models import (
     interpolated_bits,
     scale_inputs,
 )
-from progvc.context_models.common import step_all
+from progvc.context_models.common import RepeatingSteps, step_all
 from progvc.errors import ConfigError
 from progvc.io import read_video, sample_clip
 from progvc.tokenizers import TOKENIZERS
@@ -73,6 +73,47 @@ def test_var_forward_matches_step(with_prev):
         assert all(x.dtype == torch.float64 for x in stepped)
         assert max_diff(model64(cur64, prev64), stepped) < 1e-12
         assert max_diff([x.float() for x in stepped], model(cur, prev)) < 1e-5
+
+
+@torch.no_grad()
+def test_repeating_steps_reuse_a_repeated_prefix_with_the_same_logits():
+    """Frames whose first scales repeat the frame before's inputs take those steps' logits from it,
+    and step on from its state: the logits are bit for bit those of stepping every scale again."""
+    model = make("var").double()
+    cur, prev = random_inputs(batch=1, dtype=torch.float64)
+    changed = [c.clone() for c in cur]
+    changed[2] += 1.0  # repeats scales 0 and 1, differs from scale 2 on
+    frames = [(cur, None), (cur, prev), (changed, prev), (changed, prev), (changed[:2], prev)]
+    steps = RepeatingSteps(model)
+    runs = 0
+    step = model.step
+
+    def counted(*args):
+        nonlocal runs
+        runs += 1
+        return step(*args)
+
+    model.step = counted
+    for c, p in frames:
+        steps.start_frame()
+        got = [steps.step(k, x, None if p is None else p[k]) for k, x in enumerate(c)]
+        model.step = step
+        want = step_all(model, c, p)
+        model.step = counted
+        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    # frame 1: prev differs from None (no reuse); frame 2: scales 0-1 reused; frame 3: all reused;
+    # frame 4 (a prefix): both reused
+    assert steps.reused == 2 + 4 + 2
+    assert runs == 4 + 4 + 2 + 0 + 0
+    with pytest.raises(ConfigError, match="in order"):
+        steps.start_frame()
+        steps.step(1, cur[1], prev[1])
+    # logits above max_elements are not kept, so those scales are stepped again
+    steps = RepeatingSteps(model, max_elements=0)
+    for _ in range(2):
+        steps.start_frame()
+        [steps.step(k, x, prev[k]) for k, x in enumerate(cur)]
+    assert steps.reused == 0
 
 
 @torch.no_grad()

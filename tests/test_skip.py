@@ -14,6 +14,7 @@ from progvc.codec.bitstream import crc16, inspect, parse
 from progvc.codec.skip import CODED, MODE_TABLES, SKIPPED, SkipFlags, rd_skip
 from progvc.codec.synthesis import SynthesisSettings
 from progvc.coders.range import RangeCoder
+from progvc.context_models.common import RepeatingSteps
 from progvc.errors import BitstreamError, ConfigError
 from progvc.io import read_video, sample_clip
 
@@ -72,10 +73,15 @@ def test_the_decoder_runs_the_context_model_only_up_to_a_frames_last_coded_scale
     needs = [[c or not m for c, m in zip(row, modes)] for row in coded]  # a scale whose logits are needed
     expected = len(tokens) + sum(1 + max((k for k, c in enumerate(row) if c), default=-1) for row in needs[1:])
     assert expected < 6 * len(tokens)  # the still frames skip their tail (else this test shows nothing)
-    step = skip._context64.step
-    with mock.patch.object(skip._context64, "step", side_effect=step) as calls:
+    step, asked = skip._context64.step, RepeatingSteps.step
+    with (
+        mock.patch.object(skip._context64, "step", side_effect=step) as runs,
+        mock.patch.object(RepeatingSteps, "step", autospec=True, side_effect=asked) as calls,
+    ):
         skip.decompress(data, synthesis="none")
     assert calls.call_count == expected
+    # still frames repeat their coarse scales' inputs: those steps are reused, not run again
+    assert 0 < runs.call_count < expected
     # per-frame bits: a skipped scale costs its flag only (a fraction of a bit once learnt), and the
     # frames' bits add up to the segments' (the range coder's flush: at most 32 bits each)
     frames = skip.frame_bits(data)

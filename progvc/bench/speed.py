@@ -52,6 +52,7 @@ import torch
 
 from progvc.codec import Codec
 from progvc.codec.model import CodecModel
+from progvc.context_models.common import RepeatingSteps
 from progvc.io import read_video, sample_clip
 
 #: (label, sample clip, (height, width) crop or None); every clip but bigbuckbunny at its native size.
@@ -94,7 +95,10 @@ def load_frames(clip: str, crop: tuple[int, int] | None, count: int) -> np.ndarr
 def time_codec(codec: Codec, frames, repeats: int, gop: int) -> dict[str, float]:
     """Median encode / decode frames per second over ``repeats`` runs, the stream's bpp, and the
     frames the decoder showed without running the tokenizer's decoder (``repeated_frames``: their
-    latent repeats the frame before's, see ``Codec._pixels``; counted in one more, untimed decode)."""
+    latent repeats the frame before's, see ``Codec._pixels``), and the decoder's context-model
+    steps (``context_steps``), of which ``reused_steps`` repeated the frame before's inputs and
+    were not run again (:class:`~progvc.context_models.common.RepeatingSteps`); counted in one
+    more, untimed decode."""
     enc, dec = [], []
     data = b""
     for _ in range(repeats):
@@ -106,14 +110,20 @@ def time_codec(codec: Codec, frames, repeats: int, gop: int) -> dict[str, float]
         enc.append(t1 - t0)
         dec.append(t2 - t1)
     n = frames.shape[0]
-    tokenizer = codec.model.tokenizer
-    with mock.patch.object(tokenizer, "decode_latent", wraps=tokenizer.decode_latent) as calls:
+    tokenizer, context = codec.model.tokenizer, codec._context64
+    with (
+        mock.patch.object(tokenizer, "decode_latent", wraps=tokenizer.decode_latent) as calls,
+        mock.patch.object(context, "step", wraps=context.step) as runs,
+        mock.patch.object(RepeatingSteps, "step", autospec=True, side_effect=RepeatingSteps.step) as asked,
+    ):
         codec.decompress(data, synthesis="none")
     return {
         "encode_fps": n / statistics.median(enc),
         "decode_fps": n / statistics.median(dec),
         "bpp": codec.inspect(data).bpp(),
         "repeated_frames": n - sum(call.args[0].shape[0] for call in calls.call_args_list),
+        "context_steps": asked.call_count,
+        "reused_steps": asked.call_count - runs.call_count,
     }
 
 
@@ -161,7 +171,7 @@ def instrument(codec: Codec, timers: Timers, record: bool = False) -> Iterator[N
 
     coder = CODERS.create(codec.model.coder)
     enc_cls, dec_cls = type(coder.encoder()), type(coder.decoder(b""))
-    step = codec._context64.step
+    step, asked = codec._context64.step, RepeatingSteps.step
 
     def keep_inputs(k, cur, prev):
         if k == 0:
@@ -176,10 +186,10 @@ def instrument(codec: Codec, timers: Timers, record: bool = False) -> Iterator[N
     timed_step = timers.wrap("context", step)
     timed_encode = timers.wrap("coder", enc_cls.encode)
 
-    def context_step(state, k, cur, prev=None):
+    def repeating_step(self, k, cur, prev=None):  # every step the codec asks for, run or reused
         if record:
             keep_inputs(k, cur, prev)
-        return timed_step(state, k, cur, prev)
+        return asked(self, k, cur, prev)
 
     def encode(self, symbols, freqs):
         if record:
@@ -204,7 +214,8 @@ def instrument(codec: Codec, timers: Timers, record: bool = False) -> Iterator[N
         for name, method in (("_ConstrictionEncoder", "encode"), ("_ConstrictionDecoder", "decode")):
             cls = getattr(range_module, name)
             patch(mock.patch.object(range_module, name, timed_constriction(cls, method)))
-        patch(mock.patch.object(codec._context64, "step", context_step))
+        patch(mock.patch.object(RepeatingSteps, "step", repeating_step))
+        patch(mock.patch.object(codec._context64, "step", timed_step))
         patch(mock.patch.object(codec, "_pixels", timers.wrap("tokenizer", codec._pixels)))
         patch(mock.patch.object(codec, "_code_frames", timers.wrap("tokenizer", codec._code_frames)))
         patch(
@@ -476,12 +487,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(
             f"{'size':<9} {'skip':>4} {'encode fps':>10} {'decode fps':>10} {'bpp':>8} {'repeated':>8}"
-            f"   ({threads} threads)"
+            f" {'steps (reused)':>15}   ({threads} threads)"
         )
         for r in rows:
             print(
                 f"{r['size']:<9} {r['skip']:>4} {r['encode_fps']:>10.2f} {r['decode_fps']:>10.2f} {r['bpp']:>8.4f}"
-                f" {r['repeated_frames']:>8}"
+                f" {r['repeated_frames']:>8} {r['context_steps']:>7} ({r['reused_steps']:>5})"
             )
     return 0
 

@@ -58,6 +58,7 @@ from progvc.codec.refine import LatentRefiner
 from progvc.codec.skip import MODE_TABLES, SKIPPED, Flag, SkipFlags, rd_skip
 from progvc.codec.synthesis import SynthesisSettings, gop_generator, pick_tokens
 from progvc.coders import CODERS
+from progvc.context_models.common import RepeatingSteps
 from progvc.errors import BitstreamError, ConfigError, ModelMismatchError
 
 #: a video for :meth:`Codec.compress`: a path, uint8 ``[T, H, W, 3]``, or an iterable of ``[H, W, 3]`` frames.
@@ -639,17 +640,18 @@ class Codec:
             torch.empty(h * w * spec.groups, spec.alphabet, dtype=torch.float32) for h, w in loop.sizes[:total]
         ]
         flags, zero = SkipFlags(), self.model.tokenizer.zero_token
+        steps = RepeatingSteps(self._context64)  # a frame's steps that repeat the frame before's are reused
         with torch.inference_mode():
             for t in range(num_frames):
                 loop.start_frame()
+                steps.start_frame()
                 moved: Motion = (0, 0)
-                state = self._context64.init_state(1)
                 pending: list[tuple[int, Tensor, Tensor | None]] = []  # steps not run yet, in order
 
-                def logits(pending=pending, state=state) -> Tensor:
+                def logits(pending=pending) -> Tensor:
                     """The newest pending scale's logits ``[N, A]``, after every pending step has run."""
                     while pending:
-                        out = self._context64.step(state, *pending.pop(0))
+                        out = steps.step(*pending.pop(0))
                     return out.reshape(-1, spec.alphabet).cpu()
 
                 coarser: int | None = None  # 1 when the scale before was all zero

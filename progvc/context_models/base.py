@@ -18,6 +18,10 @@ Contract (every implementation):
   :meth:`step` scores one scale at a time with a cache (coding and synthesis). The encoder and
   the decoder both call :meth:`step`, in the same order and with the same shapes, so their
   probabilities are identical; ``forward`` and ``step`` agree up to float rounding.
+* Scale ``k``'s logits and the state after its step are functions of ``cur[0..k]`` and
+  ``prev[0..k]`` alone (no other memory, no randomness in eval mode), so the codec reuses the
+  steps of a frame whose inputs repeat the frame before's
+  (:class:`~progvc.context_models.common.RepeatingSteps`; a state's ``fork()`` copies it).
 """
 
 from __future__ import annotations

@@ -34,6 +34,16 @@ class VARState(StepState):
     """Stepping state of :class:`VARContextModel`: one :class:`KVCache` per Transformer block."""
 
     caches: list[KVCache] = field(default_factory=list)
+    #: cached tokens after each step so far
+    ends: list[int] = field(default_factory=list)
+
+    def fork(self, scales: int) -> VARState:
+        """A state as after the first ``scales`` steps, whose caches are views of this one's (see :meth:`StepState.fork`)."""
+        base = super().fork(scales)
+        length = self.ends[scales - 1] if scales else 0
+        return VARState(
+            base.batch_size, base.num_scales, scales, [c.prefix(length) for c in self.caches], self.ends[:scales]
+        )
 
 
 @CONTEXT_MODELS.register("var")
@@ -153,6 +163,7 @@ class VARContextModel(ContextModel):
         x = self._embed(k, cur_k, prev_k, None)
         for blk, cache in zip(self.blocks, state.caches):
             x = blk(x, cache=cache)
+        state.ends.append(state.caches[0].length)
         return self._logits(x)
 
 
