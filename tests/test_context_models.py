@@ -366,3 +366,15 @@ def test_interpolated_bits_are_the_code_length_at_tokens_and_linear_between_them
     # values beyond the alphabet cost what its end costs
     edge = interpolated_bits(logits[:1], [torch.full_like(tokens[0], 20, dtype=torch.float32)])
     assert torch.allclose(edge, bits[0][..., 8].sum(), rtol=1e-5)
+
+
+def test_the_float64_gelu_agrees_with_torchs_and_float32_is_torchs():
+    from progvc.context_models.transformer import GELU
+
+    x = torch.linspace(-12, 12, 4001, dtype=torch.float64)
+    with torch.inference_mode():
+        assert (GELU()(x) - torch.nn.functional.gelu(x)).abs().max() < 1e-14
+        assert torch.equal(GELU()(x.float()), torch.nn.functional.gelu(x.float()))
+    y = x.clone().requires_grad_()  # training: torch's own, with its gradient
+    GELU()(y).sum().backward()
+    assert y.grad is not None and torch.isfinite(y.grad).all()
