@@ -80,8 +80,25 @@ def test_the_decoder_runs_the_context_model_only_up_to_a_frames_last_coded_scale
     ):
         skip.decompress(data, synthesis="none")
     assert calls.call_count == expected
-    # still frames repeat their coarse scales' inputs: those steps are reused, not run again
+    # still frames repeat their coarse scales' inputs: those steps are reused, not run again,
+    # and the pictures (with every scale, and sampled from a cut) are those of stepping again
     assert 0 < runs.call_count < expected
+    cut = truncate(data, 2)
+    reused = skip.decompress(data, synthesis="none"), skip.decompress(cut, synthesis="sample", seed=3)
+    init = RepeatingSteps.__init__
+
+    def no_reuse(self, model, batch_size=1, max_elements=0):  # keeps no logits: every step runs
+        init(self, model, batch_size, max_elements=0)
+
+    with (
+        mock.patch.object(RepeatingSteps, "__init__", no_reuse),
+        mock.patch.object(skip._context64, "step", side_effect=step) as runs,
+    ):
+        again = skip.decompress(data, synthesis="none")
+        assert runs.call_count == expected
+        again = again, skip.decompress(cut, synthesis="sample", seed=3)
+    for a, b in zip(reused, again, strict=True):
+        np.testing.assert_array_equal(a, b)
     # per-frame bits: a skipped scale costs its flag only (a fraction of a bit once learnt), and the
     # frames' bits add up to the segments' (the range coder's flush: at most 32 bits each)
     frames = skip.frame_bits(data)
