@@ -40,6 +40,8 @@ def test_speed_with_and_without_skip_flags_in_one_run(tmp_path, capsys):
     assert [(r["size"], r["skip"]) for r in rows] == [("176x144", "on"), ("176x144", "off")]
     assert all(r["encode_fps"] > 0 and r["decode_fps"] > 0 and r["bpp"] > 0 for r in rows)
     assert all(0 <= r["repeated_frames"] < r["frames"] for r in rows)  # the first frame is always decoded
+    assert all(r["encode_cpu_fps"] > 0 and r["decode_cpu_fps"] > 0 for r in rows)
+    assert all(0 <= r["reused_steps"] < r["context_steps"] for r in rows)  # the first frame's steps all run
 
 
 def test_speed_refuses_an_unknown_size(capsys):

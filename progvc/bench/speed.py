@@ -92,23 +92,33 @@ def load_frames(clip: str, crop: tuple[int, int] | None, count: int) -> np.ndarr
     return frames
 
 
+#: the clock of the breakdown and of ``*_cpu_fps``: CPU time of the process (all its threads),
+#: which on a shared machine measures the codec rather than its neighbours (wall time charges
+#: preemptions to whatever runs).
+CLOCK = time.process_time
+
+
 def time_codec(codec: Codec, frames, repeats: int, gop: int) -> dict[str, float]:
-    """Median encode / decode frames per second over ``repeats`` runs, the stream's bpp, and the
+    """Median encode / decode frames per second over ``repeats`` runs, of wall time (``*_fps``)
+    and of the process's CPU time (``*_cpu_fps``: what a busy or virtual machine's stolen time
+    does not inflate; with several threads, their sum), the stream's bpp, and the
     frames the decoder showed without running the tokenizer's decoder (``repeated_frames``: their
     latent repeats the frame before's, see ``Codec._pixels``), and the decoder's context-model
     steps (``context_steps``), of which ``reused_steps`` repeated the frame before's inputs and
     were not run again (:class:`~progvc.context_models.common.RepeatingSteps`); counted in one
     more, untimed decode."""
-    enc, dec = [], []
+    enc, dec, enc_cpu, dec_cpu = [], [], [], []
     data = b""
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), CLOCK()
         data = codec.compress(frames, gop=gop)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), CLOCK()
         codec.decompress(data, synthesis="none")
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), CLOCK()
         enc.append(t1 - t0)
         dec.append(t2 - t1)
+        enc_cpu.append(c1 - c0)
+        dec_cpu.append(c2 - c1)
     n = frames.shape[0]
     tokenizer, context = codec.model.tokenizer, codec._context64
     with (
@@ -120,6 +130,8 @@ def time_codec(codec: Codec, frames, repeats: int, gop: int) -> dict[str, float]
     return {
         "encode_fps": n / statistics.median(enc),
         "decode_fps": n / statistics.median(dec),
+        "encode_cpu_fps": n / statistics.median(enc_cpu),
+        "decode_cpu_fps": n / statistics.median(dec_cpu),
         "bpp": codec.inspect(data).bpp(),
         "repeated_frames": n - sum(call.args[0].shape[0] for call in calls.call_args_list),
         "context_steps": asked.call_count,
@@ -129,11 +141,6 @@ def time_codec(codec: Codec, frames, repeats: int, gop: int) -> dict[str, float]
 
 # ---------------------------------------------------------------------------------------------
 # the breakdown
-
-
-#: the breakdown's clock: CPU time of the process (all its threads), which on a shared machine
-#: measures the codec rather than its neighbours (wall time charges preemptions to whatever runs).
-CLOCK = time.process_time
 
 
 class Timers:
