@@ -21,7 +21,8 @@ Contract (every implementation):
 * Scale ``k``'s logits and the state after its step are functions of ``cur[0..k]`` and
   ``prev[0..k]`` alone (no other memory, no randomness in eval mode), so the codec reuses the
   steps of a frame whose inputs repeat the frame before's
-  (:class:`~progvc.context_models.common.RepeatingSteps`; a state's ``fork()`` copies it).
+  (:class:`~progvc.context_models.common.RepeatingSteps`; a state's ``fork(k)`` gives the state
+  after its first ``k`` steps).
 """
 
 from __future__ import annotations

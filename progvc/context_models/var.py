@@ -15,6 +15,7 @@ scale per call with a per-layer KV cache and gives the same logits as :meth:`for
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -39,11 +40,9 @@ class VARState(StepState):
 
     def fork(self, scales: int) -> VARState:
         """A state as after the first ``scales`` steps, whose caches are views of this one's (see :meth:`StepState.fork`)."""
-        base = super().fork(scales)
         length = self.ends[scales - 1] if scales else 0
-        return VARState(
-            base.batch_size, base.num_scales, scales, [c.prefix(length) for c in self.caches], self.ends[:scales]
-        )
+        caches = [c.prefix(length) for c in self.caches]
+        return dataclasses.replace(super().fork(scales), caches=caches, ends=self.ends[:scales])
 
 
 @CONTEXT_MODELS.register("var")
