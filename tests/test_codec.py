@@ -183,9 +183,10 @@ def test_lightning_checkpoint_and_recipe(tmp_path):
 
 
 def test_model_load_errors(tmp_path, monkeypatch):
-    monkeypatch.setattr(model_module, "DEFAULT_WEIGHTS", tmp_path / "default.pt")
-    with pytest.raises(WeightsNotFoundError, match="default model is not installed"):
-        CodecModel.load("default")
+    monkeypatch.setattr(model_module, "WEIGHTS_DIR", tmp_path)
+    for name in model_module.BUNDLED_MODELS:
+        with pytest.raises(WeightsNotFoundError, match=f"the {name} model is not installed"):
+            CodecModel.load(name)
     (tmp_path / "junk.pt").write_bytes(b"junk" * 10)
     with pytest.raises(ModelLoadError, match="cannot load safely"):
         CodecModel.load(tmp_path / "junk.pt")

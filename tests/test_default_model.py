@@ -66,10 +66,12 @@ def test_p_frames_cost_less_than_the_first_frame_of_a_gop(model):
     assert max(rest) < 0.75 * first and sum(rest) / len(rest) < 0.6 * first and rest[-1] < 0.45 * first
 
 
-def test_another_machine_decodes_the_stream_exactly(model, tmp_path):
+@pytest.mark.parametrize("name", ["default", "fast"])
+def test_another_machine_decodes_the_stream_exactly(name, tmp_path):
     """Encode with 2 threads here; decode in another process with 1 thread and PyTorch's
     non-vectorized kernels (``ATEN_CPU_CAPABILITY=default``, as on a CPU without AVX2): the same
-    tokens come back. A float32 context model fails this (docs/benchmarks.md)."""
+    tokens come back, with either packaged model. A float32 context model fails this
+    (docs/benchmarks.md)."""
     import os
     import subprocess
     import sys
@@ -77,6 +79,7 @@ def test_another_machine_decodes_the_stream_exactly(model, tmp_path):
 
     import torch
 
+    model = CodecModel.load(name)
     frames, _ = read_video(sample_clip("carphone"), max_frames=2)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -92,7 +95,7 @@ def test_another_machine_decodes_the_stream_exactly(model, tmp_path):
         import torch
         torch.set_num_threads(1)
         from progvc.codec import Codec, CodecModel
-        codec = Codec(CodecModel.load("default"), progress=False)
+        codec = Codec(CodecModel.load({name!r}), progress=False)
         tokens = next(codec.iter_tokens(open({str(tmp_path / "s.pgv")!r}, "rb").read()))
         torch.save(tokens, {str(tmp_path / "tokens.pt")!r})
         """

@@ -103,14 +103,14 @@ def test_compile_keeps_state_dict_keys_and_outputs(monkeypatch):
     with torch.no_grad():
         ref = module.tokenizer(x.flatten(0, 1).float() / 255, prefix=3).recon
         code = module.code(x.float() / 255)
-        ref_bits, _ = module.rate(code, (32, 32))
+        ref_bits, _, _ = module.rate(code, (32, 32))
     module.setup("fit")  # what Lightning calls before fitting: compiles on any device
     assert len(calls) == 2 + 2  # encoder, decoder and the two blocks
     assert all(m._compiled_call_impl is not None for m in module.compiled_modules())
     assert list(module.state_dict()) == keys  # compiled in place: no "_orig_mod." in the keys
     with torch.no_grad():
         out = module.tokenizer(x.flatten(0, 1).float() / 255, prefix=3).recon
-        bits, _ = module.rate(module.code(x.float() / 255), (32, 32))
+        bits, _, _ = module.rate(module.code(x.float() / 255), (32, 32))
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(bits, ref_bits)
     module.train()

@@ -103,7 +103,7 @@ def test_cli_limits_exit_2_and_can_be_raised(tmp_path, capsys, monkeypatch):
     from progvc.cli import codec_cmds
 
     monkeypatch.setattr(
-        codec_cmds, "_load_codec", lambda args, limits=None: Codec(codec().model, limits=limits)
+        codec_cmds, "_load_codec", lambda args, limits=None, **_: Codec(codec().model, limits=limits)
     )
     (tmp_path / "bomb.pgv").write_bytes(bomb())
     start = time.perf_counter()

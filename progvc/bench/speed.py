@@ -70,7 +70,7 @@ RANDOM_MSSQ = "random-mssq"
 
 
 def load_model(name: str) -> CodecModel:
-    """The bundled model (``"default"``), a random-init model of the new shape, or a model file."""
+    """A packaged model (``"default"``, ``"fast"``), a random-init model of the new shape, or a model file."""
     if name != RANDOM_MSSQ:
         return CodecModel.load(name)
     from progvc.context_models import CONTEXT_MODELS
@@ -436,7 +436,7 @@ def format_breakdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m progvc.bench speed", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--model", default="default", help=f"model file, Lightning checkpoint, 'default' or '{RANDOM_MSSQ}'"
+        "--model", default="default", help=f"model file, Lightning checkpoint, a packaged model (default, fast) or '{RANDOM_MSSQ}'"
     )
     parser.add_argument("--frames", type=int, default=8, help="frames per run, one GOP (default 8)")
     parser.add_argument("--repeats", type=int, default=3)

@@ -126,8 +126,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
-        default="default",
-        help="model file, Lightning checkpoint, YAML recipe (with --weights), or 'default'",
+        default=None,
+        help="model file, Lightning checkpoint, YAML recipe (with --weights), or a packaged model: default, "
+        "fast (default: compress uses 'default'; decompress and info use the packaged model that made the stream)",
     )
     p.add_argument("--weights", help="weights for a YAML recipe given as --model")
     p.add_argument("--device", default="cpu", help="torch device for the networks (default cpu)")
@@ -162,9 +163,14 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _load_codec(args: argparse.Namespace, limits=None, **options):
+def _load_codec(args: argparse.Namespace, limits=None, fingerprint: bytes | None = None, **options):
+    """The codec of ``--model``; without it, the packaged model whose ``fingerprint`` a stream names
+    (decompress, info), else the default one."""
     from progvc.codec import Codec, CodecModel
+    from progvc.codec.model import packaged_model_named
 
+    if args.model is None:
+        args.model = (packaged_model_named(fingerprint) if fingerprint else None) or "default"
     if str(args.model).endswith((".yaml", ".yml")):
         model = CodecModel.from_recipe(args.model, weights=args.weights)
     else:
@@ -263,7 +269,7 @@ def _decompress(args: argparse.Namespace) -> int:
     stream = parse(data, limits)  # validates the stream and its demands before the model is loaded
     header = stream.header
     limits.check(stream, args.layers, args.synthesis or header.synthesis.mode)
-    codec = _load_codec(args, limits)
+    codec = _load_codec(args, limits, fingerprint=header.fingerprint)
     gops = codec.iter_decompress(data, layers=args.layers, synthesis=args.synthesis, seed=args.seed)
     count = 0
 
@@ -323,7 +329,7 @@ def _info(args: argparse.Namespace) -> int:
     info = inspect(data)
     d = info.to_dict()
     if args.frames:
-        d["frames"] = _load_codec(args).frame_bits(data)
+        d["frames"] = _load_codec(args, fingerprint=info.header.fingerprint).frame_bits(data)
     if args.json:
         print(json.dumps(d, indent=2))
         return 0

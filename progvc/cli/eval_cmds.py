@@ -65,7 +65,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "videos", nargs="+", metavar="VIDEO", help="video files, or sample clips: carphone, bikes, ..."
     )
-    p.add_argument("--model", default="default", help="progvc model file, Lightning checkpoint, or 'default'")
+    p.add_argument("--model", default="default", help="progvc model file, Lightning checkpoint, or a packaged model: default, fast")
     p.add_argument("--anchors-only", action="store_true", help="evaluate the anchors alone (no progvc model)")
     p.add_argument(
         "--frames", type=_positive, default=32, help="frames per video, from the first (default 32)"
@@ -150,7 +150,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo", help="code the held-out carphone clip once, decode every prefix of scales, write a PNG strip"
     )
-    p.add_argument("--model", default="default", help="progvc model file, Lightning checkpoint, or 'default'")
+    p.add_argument("--model", default="default", help="progvc model file, Lightning checkpoint, or a packaged model: default, fast")
     p.add_argument(
         "--frames", type=_positive, default=DEFAULT_FRAMES, help=f"frames to code (default {DEFAULT_FRAMES})"
     )

@@ -29,8 +29,11 @@ from progvc.tokenizers import TOKENIZERS, Tokenizer
 
 MODEL_FORMAT = "progvc-model"
 MODEL_VERSION = 1
-#: the packaged default model, trained by the maintainers.
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "default.pt"
+#: folder of the packaged models, trained by the maintainers (docs/model_card.md).
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+#: names of the packaged models, each ``WEIGHTS_DIR / f"{name}.pt"``: ``default``, and ``fast``
+#: (the same tokenizer, a context model of half the depth: faster coding for a little more rate).
+BUNDLED_MODELS = ("default", "fast")
 #: largest model file :meth:`CodecModel.load` reads (the default model is 11 MB).
 MAX_MODEL_BYTES = 8 << 30
 #: prefixes of the state-dict keys that belong to the codec (a checkpoint may hold more).
@@ -175,19 +178,22 @@ class CodecModel(nn.Module):
 
     @classmethod
     def load(cls, source: str | Path = "default", map_location: str | torch.device = "cpu") -> CodecModel:
-        """A model from a progvc model file, a Lightning checkpoint with ``"progvc_model"``, or ``"default"``.
+        """A model from a progvc model file, a Lightning checkpoint with ``"progvc_model"``, or a packaged model's name.
+
+        ``source`` may name a packaged model (:data:`BUNDLED_MODELS`: ``"default"`` or ``"fast"``).
 
         float16 weights are cast back to float32. Raises :class:`WeightsNotFoundError` when the
-        file (or the packaged default model) is missing, :class:`ModelLoadError` when it is not a
+        file (or a packaged model) is missing, :class:`ModelLoadError` when it is not a
         model file or its weights do not fit its config.
         """
-        path = DEFAULT_WEIGHTS if str(source) == "default" else Path(source)
+        bundled = str(source) in BUNDLED_MODELS
+        path = WEIGHTS_DIR / f"{source}.pt" if bundled else Path(source)
         if path.is_dir():
             raise ModelLoadError(f"{path}: is a folder, not a model file")
         if not path.is_file():
-            if str(source) == "default":
+            if bundled:
                 raise WeightsNotFoundError(
-                    f"the default model is not installed ({path}); pass a model file or checkpoint instead"
+                    f"the {source} model is not installed ({path}); pass a model file or checkpoint instead"
                 )
             raise WeightsNotFoundError(f"{path}: no such model file")
         checkpoint = _torch_load(path, map_location)
@@ -351,3 +357,14 @@ def _registered(registry, entry: Any, path: Path) -> dict[str, Any]:
                 raise ModelLoadError(f"{path}: init_args of {class_path} must be a mapping")
             return {"name": name, "init_args": args}
     raise ModelLoadError(f"{path}: {class_path} is not a registered {registry.family}")
+
+
+def packaged_model_named(fingerprint: bytes) -> str | None:
+    """The name of the packaged model (:data:`BUNDLED_MODELS`) whose fingerprint this is, or ``None``.
+
+    Loads each installed packaged model (a few MB each): meant for error messages, not for loops.
+    """
+    for name in BUNDLED_MODELS:
+        if (WEIGHTS_DIR / f"{name}.pt").is_file() and CodecModel.load(name).fingerprint() == fingerprint:
+            return name
+    return None

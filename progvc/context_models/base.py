@@ -127,6 +127,22 @@ def cross_entropy_bits(logits: list[Tensor], tokens: list[Tensor]) -> Tensor:
     return total / torch.log(torch.tensor(2.0))
 
 
+def soft_cross_entropy_bits(logits: list[Tensor], targets: list[Tensor]) -> Tensor:
+    """Total cross-entropy in bits of the distributions ``softmax(targets)`` under ``logits``.
+
+    ``logits[k]`` and ``targets[k]`` are ``[B, L_k, G, A]``, e.g. a student's and a teacher's
+    logits of the same tokens (distillation); summed over batch, scales and symbols. It equals the
+    expected code length under ``logits`` of symbols drawn from ``targets``: the teacher's
+    entropy plus the KL divergence, so it is at least that entropy and comparable to
+    :func:`cross_entropy_bits`. Gradients reach ``logits`` only.
+    """
+    total = logits[0].new_zeros(())
+    for lg, tg in zip(logits, targets, strict=True):
+        p = F.softmax(tg.detach().float(), dim=-1)
+        total = total - (p * F.log_softmax(lg.float(), dim=-1)).sum()
+    return total / math.log(2.0)
+
+
 def interpolated_bits(logits: list[Tensor], values: list[Tensor]) -> Tensor:
     """Total code length in bits of continuous token values under ``logits``, differentiable in the values.
 

@@ -88,7 +88,7 @@ def run_demo(
     """Run the demo and write ``demo.json``, ``demo.csv`` and ``demo_strip.png`` into ``out``.
 
     Args:
-        model: a progvc model file, a Lightning checkpoint, or ``"default"``.
+        model: a progvc model file, a Lightning checkpoint, or a packaged model (``"default"``, ``"fast"``).
         frames: frames of the clip to code (from the first).
         out: output folder; refused when it holds an earlier demo, unless ``force``.
         gop: frames per GOP.

@@ -4,7 +4,9 @@
   quantizer's commitment loss, LPIPS (when its backbone weights are given) and a PatchGAN
   hinge loss after ``adv_start`` steps. The context model is frozen and unused.
 * ``stage="context"``: the tokenizer is frozen (eval mode, no gradients); the loss is the
-  context model's cross-entropy in bits per pixel -- the rate the entropy coder will reach.
+  context model's cross-entropy in bits per pixel -- the rate the entropy coder will reach --
+  optionally mixed with the cross-entropy of a frozen teacher's distributions (distillation:
+  ``teacher``, ``distill_weight``).
 * ``stage="joint"``: both losses, summed, in one step (the rate does not reach the tokenizer:
   tokens are discrete, so its only path would be the context model's inputs).
 * ``stage="decoder"``: only the tokenizer's decoder learns, on what the codec's decoder
@@ -39,6 +41,7 @@ from progvc.context_models import (
     cross_entropy_bits,
     interpolated_bits,
     scale_inputs,
+    soft_cross_entropy_bits,
 )
 from progvc.errors import ConfigError, WeightsNotFoundError
 from progvc.metrics import MSSSIM, PSNR, BitsPerPixel, HaarPSI
@@ -156,6 +159,14 @@ class ProgVCModule(LightningModule):
         full_prefix_prob: probability that a tokenizer step reconstructs from all scales; otherwise
             the prefix length is uniform in ``1..K`` (the same on every rank, from the step number).
         rate_weight: weight of the rate loss (bits per pixel) in the context and joint stages.
+        teacher: a model file or checkpoint (:meth:`CodecModel.load`, a packaged model's name
+            too) whose context model, frozen, teaches this one (distillation): its tokenizer must
+            have this tokenizer's token spec. ``None``: no teacher.
+        distill_weight: with a teacher, the rate loss is ``(1 - w)`` x the cross-entropy of the
+            tokens plus ``w`` x the cross-entropy of the teacher's distributions over the same
+            positions (both in bits per pixel; :func:`~progvc.context_models.soft_cross_entropy_bits`).
+            A small context model learns more from the teacher's whole distributions than from
+            the one token drawn from each. Validation logs the tokens' cross-entropy alone.
         tokenizer_rate_weight: weight ``lambda`` of the tokenizer's own rate estimate (bits per
             pixel, :attr:`TokenizerOutput.rate_bits`) in the tokenizer and joint stages:
             rate-distortion training of the quantizer (0, or a tokenizer without a rate model: off).
@@ -227,6 +238,8 @@ class ProgVCModule(LightningModule):
         disc_layers: int = 3,
         full_prefix_prob: float = 0.5,
         rate_weight: float = 1.0,
+        teacher: str | None = None,
+        distill_weight: float = 0.5,
         tokenizer_rate_weight: float = 0.0,
         tokenizer_rate: str = "own",
         prediction: str = "intra",
@@ -290,8 +303,28 @@ class ProgVCModule(LightningModule):
             log.info("init_from %s: loaded %d tensors, skipped %d", source, len(loaded), len(skipped))
         # the RDOQ chooser (not a submodule: frozen, and kept out of checkpoints)
         self._chooser = [copy.deepcopy(self.context_model).requires_grad_(False) if rdoq_frozen else None]
+        # the distillation teacher (not a submodule either)
+        self._teacher = [self._load_teacher(teacher, distill_weight)]
 
     # ----------------------------------------------------------------- helpers
+    def _load_teacher(self, teacher: str | None, weight: float) -> ContextModel | None:
+        """The frozen context model of ``teacher`` (see the class docstring), or ``None``."""
+        if not 0.0 <= weight <= 1.0:
+            raise ConfigError(f"distill_weight must lie in [0, 1], got {weight}")
+        if teacher is None:
+            return None
+        if not self.trains_context:
+            raise ConfigError(f"teacher: stage {self.stage!r} does not train the context model")
+        from progvc.codec.model import CodecModel
+
+        model = CodecModel.load(teacher)
+        if model.tokenizer.spec != self.tokenizer.spec:
+            raise ConfigError(
+                f"teacher {teacher}: its tokens ({model.tokenizer.spec}) are not this tokenizer's "
+                f"({self.tokenizer.spec})"
+            )
+        return model.context_model.eval().requires_grad_(False)
+
     def train(self, mode: bool = True) -> ProgVCModule:
         """Like ``nn.Module.train``, but frozen components stay in eval mode (no codebook updates, no dropout)."""
         super().train(mode)
@@ -365,27 +398,38 @@ class ProgVCModule(LightningModule):
             return k
         return int(torch.randint(1, k + 1, (), generator=gen))
 
-    def rate(self, code: ClipCode, size: tuple[int, int]) -> tuple[Tensor, int]:
-        """Cross-entropy in bits of every token of a coded batch of clips, and the number of token positions.
+    def rate(
+        self, code: ClipCode, size: tuple[int, int], distill: bool = False
+    ) -> tuple[Tensor, int, Tensor | None]:
+        """Cross-entropy in bits of every token of a coded batch of clips, the number of token
+        positions, and (``distill`` with a teacher) the cross-entropy in bits of the teacher's
+        distributions at the same positions (``None`` otherwise).
 
         ``code`` holds ``T`` frames of ``B`` clips (:func:`~progvc.codec.prediction.code_clip`).
         Frame 0 of a clip is scored without a previous frame, frames ``t >= 1`` with frame
         ``t - 1``'s reconstructions at each level (the layered dependency of
-        :func:`~progvc.context_models.scale_inputs`); two batched calls in all.
+        :func:`~progvc.context_models.scale_inputs`); two batched calls in all (and two of the teacher).
         """
         sizes = self.tokenizer.spec.scale_sizes(*size)
         time = len(code.tokens)
         batch = code.tokens[0][0].shape[0]
         own = [[s.detach() for s in frame] for frame in code.own]
-        cur, _ = scale_inputs(own[0], sizes)
-        bits = cross_entropy_bits(self.context_model(cur, None), code.tokens[0])
+        calls = [(*scale_inputs(own[0], sizes), code.tokens[0])]  # (cur, prev, tokens)
         if time > 1:
             cat = lambda frames: [torch.cat(level) for level in zip(*frames)]  # noqa: E731
             recons = [[r.detach() for r in frame] for frame in code.recons]
-            cur, prev = scale_inputs(cat(own[1:]), sizes, cat(recons[:-1]))
-            bits = bits + cross_entropy_bits(self.context_model(cur, prev), cat(code.tokens[1:]))
+            calls.append((*scale_inputs(cat(own[1:]), sizes, cat(recons[:-1])), cat(code.tokens[1:])))
+        teacher = self._teacher[0] if distill else None
+        bits, taught = [], []
+        for cur, prev, tokens in calls:
+            logits = self.context_model(cur, prev)
+            bits.append(cross_entropy_bits(logits, tokens))
+            if teacher is not None:
+                with torch.no_grad():
+                    targets = teacher.to(logits[0].device)(cur, prev)
+                taught.append(soft_cross_entropy_bits(logits, targets))
         positions = batch * time * sum(h * w for h, w in sizes)
-        return bits, positions
+        return sum(bits), positions, sum(taught) if taught else None
 
     def context_rate_of_values(self, out: TokenizerOutput, size: tuple[int, int]) -> Tensor:
         """Bits of the tokenizer's continuous token values (frames coded alone) under the context model,
@@ -491,10 +535,14 @@ class ProgVCModule(LightningModule):
             loss = loss + loss_dec
             logs.update(parts)
         if self.trains_context:
-            bits, positions = self.rate(self.code(x), (h, w))
+            bits, positions, taught = self.rate(self.code(x), (h, w), distill=True)
             bpp = bits / (b * t * h * w)
-            loss = loss + self.hparams.rate_weight * bpp
             logs.update({"bpp": bpp, "bits_per_token": bits / positions})
+            if taught is not None:
+                logs["teacher_bpp"] = taught / (b * t * h * w)
+                w_t = self.hparams.distill_weight
+                bpp = (1 - w_t) * bpp + w_t * logs["teacher_bpp"]
+            loss = loss + self.hparams.rate_weight * bpp
         self.log_dict({f"train/{k}": v.detach().float() for k, v in logs.items()}, prog_bar=False)
         self.log("train/loss", loss.detach(), prog_bar=True)
         return loss
@@ -511,7 +559,7 @@ class ProgVCModule(LightningModule):
         for name, metric in self.val_metrics.items():
             self.log(f"{prefix}/{name}", metric, prog_bar=name == "psnr")
         if self.trains_context:
-            bits, positions = self.rate(code, (h, w))
+            bits, positions, _ = self.rate(code, (h, w))
             self.val_bpp.update(bits, b * t * h * w)
             self.val_bits_per_token.update(bits / positions, weight=positions)
             self.log(f"{prefix}/bpp", self.val_bpp, prog_bar=True)
