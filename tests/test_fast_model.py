@@ -73,3 +73,13 @@ def test_the_cli_decodes_a_stream_with_the_packaged_model_that_made_it(tmp_path,
     err = capsys.readouterr().err
     assert "the packaged model 'fast'" in err and "Traceback" not in err
     assert not (tmp_path / "x.y4m").exists()
+
+
+def test_progvc_list_shows_the_packaged_models(models, capsys):
+    from progvc.cli import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name, model in models.items():
+        assert f"{name}" in out and model.fingerprint().hex() in out
+    assert "depth=2" in out and "depth=4" in out

@@ -33,7 +33,24 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for name, cls in registry.items():
             doc = (cls.__doc__ or "").strip().splitlines()
             print(f"  {name:<12} {cls.__module__}.{cls.__qualname__}" + (f"  - {doc[0]}" if doc else ""))
+    from progvc.codec.model import BUNDLED_MODELS, WEIGHTS_DIR, CodecModel
+
+    print("packaged models (--model NAME; docs/model_card.md):")
+    for name in BUNDLED_MODELS:
+        path = WEIGHTS_DIR / f"{name}.pt"
+        if not path.is_file():
+            print(f"  {name:<12} not installed ({path})")
+            continue
+        model = CodecModel.load(name)
+        parts = [f"{c['name']}({', '.join(f'{k}={v}' for k, v in c['init_args'].items() if k in _SHOWN)})"
+                 for c in (model.config["tokenizer"], model.config["context_model"])]
+        print(f"  {name:<12} fingerprint {model.fingerprint().hex()}, {path.stat().st_size / 1e6:.1f} MB: "
+              + " + ".join(parts))
     return 0
+
+
+#: the settings ``progvc list`` shows of a packaged model's components
+_SHOWN = ("levels", "downsample", "latent_dim", "width", "depth")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"progvc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser("list", help="list every registered tokenizer, context model and entropy coder")
+    p = sub.add_parser(
+        "list", help="list every registered tokenizer, context model and entropy coder, and the packaged models"
+    )
     p.set_defaults(func=_cmd_list)
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(
