@@ -282,6 +282,23 @@ def test_bench_context_json(capsys):
     rows = json.loads(capsys.readouterr().out)["context"]
     assert [(r["frame"], r["dtype"]) for r in rows] == [("48x32", "float32"), ("48x32", "float64")]
     assert all(r["tokens_per_frame"] == 15 and r["ms_per_frame"] > 0 for r in rows)
+    assert all(len(r["ms_per_scale"]) == 8 and min(r["ms_per_scale"]) > 0 for r in rows)
+
+
+def test_bench_context_times_a_trained_model_per_scale_and_operator(tmp_path, capsys):
+    from _tiny_codec import tiny_model
+
+    from progvc.bench.context import main
+
+    model = tiny_model("mssq", prediction="loops")
+    model.save(tmp_path / "m.pt")
+    assert main(["--json", "--weights", str(tmp_path / "m.pt"), "--sizes", "64x48", "--repeats", "1", "--ops", "3"]) == 0
+    rows = json.loads(capsys.readouterr().out)["context"]
+    spec = model.tokenizer.spec
+    assert [r["dtype"] for r in rows] == ["float32", "float64"]
+    assert all(r["tokens_per_frame"] == spec.tokens_per_frame(48, 64) for r in rows)
+    assert all(len(r["ms_per_scale"]) == spec.num_scales for r in rows)
+    assert all(len(r["ops"]) == 3 and 0 < sum(r["ops"].values()) <= 1.0 for r in rows)
 
 
 @pytest.mark.parametrize("mode", ["exact", "blocks"])
