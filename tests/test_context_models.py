@@ -76,6 +76,28 @@ def test_var_forward_matches_step(with_prev):
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("strict", [1, 2])
+def test_strict_scales_see_only_coarser_scales_in_forward_and_step(strict):
+    model = make("var", strict_scales=strict)
+    cur, prev = random_inputs()
+    assert max_diff(model(cur, prev), step_all(model, cur, prev)) < 1e-5
+    model64 = make("var", strict_scales=strict).double()
+    cur64, prev64 = [c.double() for c in cur], [p.double() for p in prev]
+    assert max_diff(model64(cur64, prev64), step_all(model64, cur64, prev64)) < 1e-12
+    # a strict scale's logits at one position do not depend on its own scale's other inputs
+    k = len(SIZES) - 1
+    moved = [c.clone() for c in cur]
+    moved[k][..., 0, 0] += 5.0  # the input at position 0 of the finest scale
+    before, after = model(cur, prev)[k], model(moved, prev)[k]
+    assert torch.equal(before[:, 1:], after[:, 1:]) and not torch.equal(before[:, :1], after[:, :1])
+    plain = make("var")  # the same weights, every scale seeing its own
+    assert not torch.equal(plain(cur, prev)[k][:, 1:], plain(moved, prev)[k][:, 1:])
+    assert max_diff(plain(cur, prev)[:1], model(cur, prev)[:1]) < 1e-6  # coarse scales are as before
+    with pytest.raises(ConfigError, match="strict_scales"):
+        make("var", strict_scales=len(SIZES))
+
+
+@torch.no_grad()
 def test_repeating_steps_reuse_a_repeated_prefix_with_the_same_logits():
     """Frames whose first scales repeat the frame before's inputs take those steps' logits from it,
     and step on from its state: the logits are bit for bit those of stepping every scale again."""

@@ -142,19 +142,20 @@ class CodecModel(nn.Module):
         their config (canonical JSON) and of every parameter and buffer (name, dtype, shape,
         raw bytes, in name order). The coder is left out: a stream records its own coder; so are
         the tokenizer's encoder-only args (:attr:`Tokenizer.encoder_only_args`, e.g. a dead zone) and
-        its late args at their neutral value (:attr:`Tokenizer.late_args`)."""
+        both components' late args at their neutral value (:attr:`Tokenizer.late_args`,
+        :attr:`ContextModel.late_args`)."""
         digest = hashlib.sha256()
         config = {k: v for k, v in self.config.items() if k != "coder"}
-        tok = config["tokenizer"]
-        skip, late = self.tokenizer.encoder_only_args, self.tokenizer.late_args
-        config["tokenizer"] = {
-            **tok,
-            "init_args": {
-                k: v
-                for k, v in tok["init_args"].items()
-                if k not in skip and not (k in late and v == late[k])
-            },
-        }
+        for part, skip in (("tokenizer", self.tokenizer.encoder_only_args), ("context_model", ())):
+            late = getattr(self, part).late_args
+            config[part] = {
+                **config[part],
+                "init_args": {
+                    k: v
+                    for k, v in config[part]["init_args"].items()
+                    if k not in skip and not (k in late and v == late[k])
+                },
+            }
         digest.update(json.dumps(config, sort_keys=True, separators=(",", ":")).encode())
         for name, tensor in sorted(self.state_dict().items()):
             t = tensor.detach().to("cpu").contiguous()

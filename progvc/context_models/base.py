@@ -50,6 +50,10 @@ class ContextModel(Configurable, nn.Module, ABC):
     """
 
     registry_name: str = ""
+    #: init args added after models were shipped, with the value that builds the network those
+    #: models have: at that value they are left out of the fingerprint, so older models (and
+    #: their streams) keep theirs (as :attr:`Tokenizer.late_args`)
+    late_args: dict[str, Any] = {}
 
     def __init__(self, latent_dim: int, groups: int, alphabet: int, num_scales: int) -> None:
         super().__init__()

@@ -126,12 +126,14 @@ class ExactAttention(nn.Module):
         self.qkv = ExactLinear(attn.qkv)
         self.proj = ExactLinear(attn.proj)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None, own: bool = True
+    ) -> Tensor:
         """``x [B, L, width]`` (float64) -> ``[B, L, width]``; see :meth:`Attention.forward`."""
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
         (qi, qs), (ki, ks), (vi, vs) = ((i.float(), s) for i, s in map(quantize_rows, (q, k, v)))
         if cache is not None:
-            ki, ks, vi, vs = cache.append(ki, ks, vi, vs)
+            ki, ks, vi, vs = cache.attend(own, ki, ks, vi, vs)
         scores = (qi @ ki.transpose(-1, -2)).double() * qs * ks.transpose(-1, -2) * qi.shape[-1] ** -0.5
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))

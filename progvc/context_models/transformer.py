@@ -44,6 +44,14 @@ class KVCache:
         self.parts = tuple(parts)
         return self.parts
 
+    def attend(self, own: bool, *parts: Tensor) -> tuple[Tensor, ...]:
+        """Append the new tokens' tensors; return what they attend to: all tokens (``own``) or the earlier ones."""
+        before = self.parts
+        if not own and not before:
+            raise ValueError("tokens that do not attend to each other need earlier tokens in the cache")
+        everything = self.append(*parts)
+        return everything if own else before
+
 
 class Attention(nn.Module):
     """Multi-head self-attention on :func:`torch.nn.functional.scaled_dot_product_attention`.
@@ -66,7 +74,9 @@ class Attention(nn.Module):
         self.attn_drop = attn_drop
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None, own: bool = True
+    ) -> Tensor:
         """``x [B, L, width]`` -> ``[B, L, width]``.
 
         Args:
@@ -74,10 +84,12 @@ class Attention(nn.Module):
             mask: boolean ``[L, L_total]``, ``True`` where a query may attend to a key; ``None``
                 lets every query see every key.
             cache: keys and values of earlier tokens; ``x``'s own are appended to it.
+            own: with ``cache``, whether the new tokens attend to each other too (``False``: to
+                the earlier tokens only; the cache must hold some).
         """
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
         if cache is not None:
-            k, v = cache.append(k, v)
+            k, v = cache.attend(own, k, v)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0
         )
@@ -112,9 +124,11 @@ class Block(nn.Module):
         self.mlp = Mlp(width, hidden_features=int(width * mlp_ratio), act_layer=GELU, drop=dropout)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
-        """``x [B, L, width]`` -> ``[B, L, width]`` (see :meth:`Attention.forward` for ``mask`` and ``cache``)."""
-        x = x + self.drop_path(self.attn(self.norm1(x), mask=mask, cache=cache))
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None, own: bool = True
+    ) -> Tensor:
+        """``x [B, L, width]`` -> ``[B, L, width]`` (see :meth:`Attention.forward` for ``mask``, ``cache`` and ``own``)."""
+        x = x + self.drop_path(self.attn(self.norm1(x), mask=mask, cache=cache, own=own))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -139,9 +153,15 @@ def sincos_2d(
     return emb.reshape(height * width, 4 * n)
 
 
-def block_causal_mask(lengths: list[int], device: torch.device) -> Tensor:
-    """Boolean ``[L, L]`` mask, ``L = sum(lengths)``: a token sees every token of its own and earlier blocks."""
+def block_causal_mask(lengths: list[int], device: torch.device, strict_from: int | None = None) -> Tensor:
+    """Boolean ``[L, L]`` mask, ``L = sum(lengths)``: a token sees every token of its own and earlier blocks.
+
+    Tokens of blocks ``>= strict_from`` (``None``: none) see the earlier blocks only, not their own.
+    """
     level = torch.repeat_interleave(
         torch.arange(len(lengths), device=device), torch.tensor(lengths, device=device)
     )
-    return level[None, :] <= level[:, None]
+    mask = level[None, :] <= level[:, None]
+    if strict_from is not None:
+        mask &= (level[None, :] < level[:, None]) | (level[:, None] < strict_from)
+    return mask

@@ -63,7 +63,13 @@ class VARContextModel(ContextModel):
         prev_dropout: probability, per training sample, of replacing the previous frame's
             features by the "no previous frame" embedding, so that the first frame of a group of
             pictures (coded without ``prev``) is trained too.
+        strict_scales: the last ``strict_scales`` scales attend to the coarser scales only, not to
+            their own tokens (0: every scale sees its own). At the finest scale, which has about
+            half of a frame's tokens, this about halves the keys per query: attention, most of the
+            coding time at large frames, costs about half as much there.
     """
+
+    late_args = {"strict_scales": 0}
 
     def __init__(
         self,
@@ -78,6 +84,7 @@ class VARContextModel(ContextModel):
         dropout: float = 0.0,
         drop_path: float = 0.0,
         prev_dropout: float = 0.1,
+        strict_scales: int = 0,
     ) -> None:
         super().__init__(latent_dim, groups, alphabet, num_scales)
         if min(width, depth, heads) < 1 or mlp_ratio <= 0:
@@ -86,8 +93,12 @@ class VARContextModel(ContextModel):
             raise ConfigError(f"var: width {width} must be divisible by heads ({heads}) and by 4")
         if not 0.0 <= prev_dropout <= 1.0:
             raise ConfigError(f"var: prev_dropout must lie in [0, 1], got {prev_dropout}")
+        if not 0 <= strict_scales < num_scales:
+            raise ConfigError(f"var: strict_scales must lie in [0, {num_scales - 1}], got {strict_scales}")
         self.width = width
         self.prev_dropout = prev_dropout
+        #: the first scale that attends to coarser scales only (``num_scales``: none)
+        self.strict_from = num_scales - strict_scales
         self.cur_proj = nn.Linear(latent_dim, width)
         self.prev_proj = nn.Linear(latent_dim, width)
         self.no_prev = nn.Parameter(torch.zeros(width))
@@ -146,7 +157,7 @@ class VARContextModel(ContextModel):
         xs = [self._embed(k, c, None if prev is None else prev[k], keep_prev) for k, c in enumerate(cur)]
         lengths = [x.shape[1] for x in xs]
         x = torch.cat(xs, dim=1)
-        mask = block_causal_mask(lengths, x.device)
+        mask = block_causal_mask(lengths, x.device, strict_from=self.strict_from)
         for blk in self.blocks:
             x = blk(x, mask=mask)
         return list(self._logits(x).split(lengths, dim=1))
@@ -160,8 +171,9 @@ class VARContextModel(ContextModel):
         check_inputs(self, [cur_k], None if prev_k is None else [prev_k])
         state.advance(k, cur_k)
         x = self._embed(k, cur_k, prev_k, None)
+        own = k < self.strict_from
         for blk, cache in zip(self.blocks, state.caches):
-            x = blk(x, cache=cache)
+            x = blk(x, cache=cache, own=own)
         state.ends.append(state.caches[0].length)
         return self._logits(x)
 
