@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from progvc.codec import Codec
-from progvc.codec.model import BUNDLED_MODELS, CodecModel, packaged_model_named
+from progvc.codec.model import BUNDLED_MODELS, CodecModel, packaged_model
 from progvc.errors import ModelMismatchError
 from progvc.io import read_video, sample_clip
 
@@ -54,8 +54,9 @@ def test_a_stream_names_the_packaged_model_that_made_it(models, frames):
     data = Codec(models["fast"], progress=False).compress(frames[:1], gop=1)
     with pytest.raises(ModelMismatchError, match="the packaged model 'fast'"):
         Codec(models["default"], progress=False).decompress(data)
-    assert packaged_model_named(models["default"].fingerprint()) == "default"
-    assert packaged_model_named(b"\0" * 8) is None
+    name, model = packaged_model(models["default"].fingerprint())
+    assert name == "default" and model.fingerprint() == models["default"].fingerprint()
+    assert packaged_model(b"\0" * 8) is None
 
 
 def test_the_cli_decodes_a_stream_with_the_packaged_model_that_made_it(tmp_path, capsys):

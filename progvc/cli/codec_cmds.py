@@ -167,16 +167,17 @@ def _load_codec(args: argparse.Namespace, limits=None, fingerprint: bytes | None
     """The codec of ``--model``; without it, the packaged model whose ``fingerprint`` a stream names
     (decompress, info), else the default one."""
     from progvc.codec import Codec, CodecModel
-    from progvc.codec.model import packaged_model_named
+    from progvc.codec.model import packaged_model
 
-    if args.model is None:
-        args.model = (packaged_model_named(fingerprint) if fingerprint else None) or "default"
-    if str(args.model).endswith((".yaml", ".yml")):
+    found = packaged_model(fingerprint) if args.model is None and fingerprint else None
+    if found:
+        model = found[1]
+    elif str(args.model).endswith((".yaml", ".yml")):
         model = CodecModel.from_recipe(args.model, weights=args.weights)
     else:
         if args.weights:
             raise FileError("--weights goes with a YAML recipe as --model")
-        model = CodecModel.load(args.model)
+        model = CodecModel.load(args.model or "default")
     return Codec(
         model,
         device=args.device,

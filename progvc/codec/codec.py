@@ -44,7 +44,7 @@ from torch import Tensor
 from progvc.codec import bitstream
 from progvc.codec.bitstream import Header, StreamInfo
 from progvc.codec.limits import DecodeLimits
-from progvc.codec.model import CodecModel, packaged_model_named
+from progvc.codec.model import CodecModel, packaged_model
 from progvc.codec.motion import (
     Motion,
     check_motion_mode,
@@ -427,10 +427,10 @@ class Codec:
         stream = bitstream.parse(data, self.limits)
         header = stream.header
         if header.fingerprint != self.fingerprint:
-            name = packaged_model_named(header.fingerprint)
+            found = packaged_model(header.fingerprint)
             raise ModelMismatchError(
                 f"stream was made by model {header.fingerprint.hex()}"
-                + (f" (the packaged model {name!r})" if name else "")
+                + (f" (the packaged model {found[0]!r})" if found else "")
                 + f", but the model given is {self.fingerprint.hex()}"
             )
         if header.scales != self.spec.scales:

@@ -360,12 +360,14 @@ def _registered(registry, entry: Any, path: Path) -> dict[str, Any]:
     raise ModelLoadError(f"{path}: {class_path} is not a registered {registry.family}")
 
 
-def packaged_model_named(fingerprint: bytes) -> str | None:
-    """The name of the packaged model (:data:`BUNDLED_MODELS`) whose fingerprint this is, or ``None``.
+def packaged_model(fingerprint: bytes) -> tuple[str, CodecModel] | None:
+    """The packaged model (:data:`BUNDLED_MODELS`) whose fingerprint this is, as ``(name, model)``, or ``None``.
 
-    Loads each installed packaged model (a few MB each): meant for error messages, not for loops.
+    Loads installed packaged models (a few MB each) until one matches: once per stream, not per frame.
     """
     for name in BUNDLED_MODELS:
-        if (WEIGHTS_DIR / f"{name}.pt").is_file() and CodecModel.load(name).fingerprint() == fingerprint:
-            return name
+        if (WEIGHTS_DIR / f"{name}.pt").is_file():
+            model = CodecModel.load(name)
+            if model.fingerprint() == fingerprint:
+                return name, model
     return None
