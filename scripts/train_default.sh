@@ -16,6 +16,17 @@ cd "$(dirname "$0")/.."
 resume() {  # --ckpt_path last when the stage already has a checkpoint to resume from
   [ -f "$1/checkpoints/last.ckpt" ] && echo "--ckpt_path=last" || true
 }
+export_model() {  # checkpoint -> packaged model file (fp16)
+  python - "$1" "$2" <<'PY'
+import sys
+
+from progvc.codec.model import CodecModel
+
+model = CodecModel.load(sys.argv[1])
+model.save(sys.argv[2], half=True)
+print("wrote", sys.argv[2], "fingerprint", model.fingerprint().hex())
+PY
+}
 budget() {  # --trainer.max_time for a budget in minutes (empty: no limit)
   [ -n "${1:-}" ] && echo "--trainer.max_time=00:$(printf '%02d:%02d' $(( $1 / 60 )) $(( $1 % 60 ))):00" || true
 }
@@ -32,23 +43,11 @@ progvc fit --config recipes/default_joint.yaml --model.init_from=runs/default/ch
 progvc fit --config recipes/default.yaml --model.init_from=runs/default_joint/checkpoints/last.ckpt \
   --model.lr=3e-4 --model.warmup_steps=20 --trainer.max_steps=600 --trainer.default_root_dir=runs/default_ft \
   $(resume runs/default_ft) $(budget "${CONTEXT_MINUTES:-}")
-python - <<'PY'
-from progvc.codec.model import CodecModel
-
-model = CodecModel.load("runs/default_ft/checkpoints/last.ckpt")
-model.save("progvc/weights/default.pt", half=True)
-print("wrote progvc/weights/default.pt, fingerprint", model.fingerprint().hex())
-PY
+export_model runs/default_ft/checkpoints/last.ckpt progvc/weights/default.pt
 # the fast model: the default's tokenizer (frozen) and the first two of its context model's four
 # blocks (init_from loads the names and shapes that match), fine-tuned on predicted frames
 progvc fit --config recipes/default.yaml --model.init_from=progvc/weights/default.pt \
   --model.context_model.init_args.depth=2 --model.lr=3e-4 --model.warmup_steps=20 --trainer.max_steps=1500 \
   --trainer.default_root_dir=runs/fast $(resume runs/fast) $(budget "${CONTEXT_MINUTES:-}")
-python - <<'PY'
-from progvc.codec.model import CodecModel
-
-model = CodecModel.load("runs/fast/checkpoints/last.ckpt")
-model.save("progvc/weights/fast.pt", half=True)
-print("wrote progvc/weights/fast.pt, fingerprint", model.fingerprint().hex())
-PY
+export_model runs/fast/checkpoints/last.ckpt progvc/weights/fast.pt
 echo "training took $(( $(date +%s) - start )) s"
