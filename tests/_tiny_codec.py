@@ -16,10 +16,10 @@ SCALES = (1, 2, 3, 4)
 
 
 def tiny_model(
-    kind: str = "msvq", seed: int = 0, context: str = "var", prediction: str = "intra"
+    kind: str = "msvq", seed: int = 0, context: str = "var", prediction: str = "intra", **context_args
 ) -> CodecModel:
     """A random-init model with tiny widths: msvq (64 codes), msbsq (6 bits) or mssq (8 channels of
-    9 levels), 4 scales, downsample 16."""
+    9 levels), 4 scales, downsample 16; ``context_args`` go to the context model."""
     torch.manual_seed(seed)
     common = dict(latent_dim=8, scales=SCALES, downsample=16, width=8, max_width=16)
     if kind == "msvq":
@@ -34,6 +34,7 @@ def tiny_model(
     )
     if context == "var":
         args.update(width=32, depth=2, heads=2)
+    args.update(context_args)
     return CodecModel(tokenizer, CONTEXT_MODELS.create(context, **args), prediction=prediction)
 
 

@@ -214,6 +214,13 @@ def test_baseline_context_models_code_streams():
     assert abs(sum(uniform.bytes_per_scale) * 8 - 6 * positions) < 0.05 * 6 * positions + 8 * 3 * 2 * K
 
 
+def test_a_context_model_with_local_windows_codes_streams():
+    """Local fine scales (their own step path: fused prefix attention plus gathered windows) decode exactly."""
+    c = Codec(tiny_model("mssq", prediction="loops", local_scales=2, window=1))
+    data = c.compress(clip(), gop=3)
+    np.testing.assert_array_equal(c.decompress(data, synthesis="none"), c.reconstruct(clip(), gop=3))
+
+
 def test_thread_counts_do_not_change_the_stream(tmp_path):
     """Encode with 2 threads here, decode with 1 in another process: the tokens come back exactly."""
     model = codec().model

@@ -15,6 +15,7 @@ from progvc.context_models import (
     scale_inputs,
 )
 from progvc.context_models.common import RepeatingSteps, step_all
+from progvc.context_models.transformer import local_keys
 from progvc.errors import ConfigError
 from progvc.io import read_video, sample_clip
 from progvc.tokenizers import TOKENIZERS
@@ -95,6 +96,68 @@ def test_strict_scales_see_only_coarser_scales_in_forward_and_step(strict):
     assert max_diff(plain(cur, prev)[:1], model(cur, prev)[:1]) < 1e-6  # coarse scales are as before
     with pytest.raises(ConfigError, match="strict_scales"):
         make("var", strict_scales=len(SIZES))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("local, window, strict", [(1, 0, 0), (2, 1, 0), (2, 1, 1), (3, 2, 0)])
+def test_local_scales_see_windows_in_forward_and_step(local, window, strict):
+    """Local scales: forward (dense mask) == step (prefix kernel + gathered windows) in float32 and
+    float64, a far input of a local scale changes nothing, a near one does, coarse scales are as before."""
+    kw = dict(local_scales=local, window=window, strict_scales=strict)
+    model = make("var", **kw)
+    cur, prev = random_inputs()
+    assert max_diff(model(cur, prev), step_all(model, cur, prev)) < 1e-5
+    model64 = make("var", **kw).double()
+    cur64, prev64 = [c.double() for c in cur], [p.double() for p in prev]
+    assert max_diff(model64(cur64, prev64), step_all(model64, cur64, prev64)) < 1e-12
+    k = len(SIZES) - 1  # the finest scale, 5 x 7: move the input at its corner (0, 0)
+    moved = [c.clone() for c in cur]
+    moved[k][..., 0, 0] += 5.0
+    before, after = model(cur, prev)[k], model(moved, prev)[k]
+    changed = (before != after).flatten(2).any(-1).any(0).view(SIZES[k])  # [5, 7] positions
+    # the corner's own logits (its input); with its own scale in the windows, every position
+    # within twice the window (two blocks, each one window further)
+    near = torch.zeros(SIZES[k], dtype=torch.bool)
+    near[0, 0] = True
+    if not strict:
+        near[: 2 * window + 1, : 2 * window + 1] = True
+    assert torch.equal(changed, near)
+    plain = make("var", strict_scales=strict)  # the same weights, attending to every earlier token
+    assert max_diff(plain(cur, prev)[: len(SIZES) - local], model(cur, prev)[: len(SIZES) - local]) < 1e-6
+
+
+def test_local_keys_windows_and_prefix():
+    """The window of a coarser scale is centred on the cell holding the query's centre."""
+    sizes = [(1, 1), (2, 2), (4, 4)]
+    keys = local_keys(sizes, 2, 1, 1)
+    assert keys.prefix == 1 and keys.index.shape == (16, 18) and keys.valid.shape == (16, 18)
+    # query (3, 3) of the 4 x 4 scale: cell (1, 1) of the 2 x 2 scale, window rows/cols 0..2
+    q = 3 * 4 + 3
+    coarse = keys.index[q, :9][keys.valid[q, :9]]
+    assert sorted(coarse.tolist()) == [1 + 0, 1 + 1, 1 + 2, 1 + 3]  # the whole 2 x 2 scale, once each
+    own = keys.index[q, 9:][keys.valid[q, 9:]]
+    assert sorted(own.tolist()) == [5 + 2 * 4 + 2, 5 + 2 * 4 + 3, 5 + 3 * 4 + 2, 5 + 3 * 4 + 3]
+    strict = local_keys(sizes, 2, 1, 1, own=False)
+    assert strict.index.shape == (16, 9)
+    with pytest.raises(ConfigError, match="local_scales"):
+        make("var", local_scales=len(SIZES))
+    with pytest.raises(ConfigError, match="window"):
+        make("var", local_scales=1, window=-1)
+
+
+@pytest.mark.parametrize("flash", [True, False])
+def test_prefix_attention_log_sum_exp(flash, monkeypatch):
+    """PyTorch's fused kernel and the fallback give the attention and the scores' log-sum-exp."""
+    from progvc.context_models import transformer
+
+    if not flash:
+        monkeypatch.setattr(transformer, "_FLASH_CPU", None)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, n, 8, generator=g, dtype=torch.float64) for n in (5, 11, 11))
+    out, lse = transformer.prefix_attention(q, k, v)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(8)
+    assert torch.allclose(lse, scores.logsumexp(-1), atol=1e-12)
+    assert torch.allclose(out, torch.nn.functional.scaled_dot_product_attention(q, k, v), atol=1e-12)
 
 
 @torch.no_grad()

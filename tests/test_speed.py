@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from _tiny_codec import tiny_model
 
 from progvc.bench.__main__ import main as bench_main
 from progvc.bench.speed import COMPONENTS
 
 
-def test_speed_breakdown_quick_json(tmp_path, capsys):
-    tiny_model("mssq", prediction="loops").save(tmp_path / "m.pt")
+@pytest.mark.parametrize("local_scales", [0, 2])
+def test_speed_breakdown_quick_json(tmp_path, capsys, local_scales):
+    tiny_model("mssq", prediction="loops", local_scales=local_scales).save(tmp_path / "m.pt")
     assert bench_main(["speed", "--breakdown", "--quick", "--json", "--model", str(tmp_path / "m.pt")]) == 0
     rows = json.loads(capsys.readouterr().out)["breakdown"]
     assert [(r["size"], r["threads"]) for r in rows] == [("176x144", 1)]
@@ -28,9 +30,12 @@ def test_speed_breakdown_quick_json(tmp_path, capsys):
         assert 0 < row[mode]["constriction_ms_per_frame"] <= row[mode]["ms_per_frame"]["coder"] + 1e-3
         assert row[mode]["constriction_in_codec_vs_raw"] > 0
     precision = row["precision"]
-    for variant in ("float64", "exact_linear", "exact"):  # the codec's arithmetic, old and new, and the reference
+    exact = ("exact",) if local_scales == 0 else ()
+    for variant in ("float64", "exact_linear", *exact):  # the codec's arithmetic, old and new, and the reference
         assert precision[f"{variant}_table_entries_differing_1_vs_2_threads"] == 0
         assert precision[f"{variant}_bits_per_frame"] > 0  # one chunk per step: every variant is scored
+    if local_scales:  # exact attention over local windows is not built: reported as missing
+        assert precision["exact_ms_per_frame"] is None and precision["exact_bits_per_frame"] is None
 
 
 def test_speed_with_and_without_skip_flags_in_one_run(tmp_path, capsys):
@@ -45,8 +50,6 @@ def test_speed_with_and_without_skip_flags_in_one_run(tmp_path, capsys):
 
 
 def test_speed_refuses_an_unknown_size(capsys):
-    import pytest
-
     with pytest.raises(SystemExit) as exit_info:
         bench_main(["speed", "--sizes", "176x144,100x100"])
     assert exit_info.value.code == 2 and "100x100" in capsys.readouterr().err

@@ -40,7 +40,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from progvc.context_models.transformer import Attention, Block, KVCache
+from progvc.context_models.transformer import Attention, Block, KVCache, LocalKeys
 from progvc.errors import ConfigError
 
 #: largest magnitude of an integer operand
@@ -127,9 +127,16 @@ class ExactAttention(nn.Module):
         self.proj = ExactLinear(attn.proj)
 
     def forward(
-        self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None, own: bool = True
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        cache: KVCache | None = None,
+        own: bool = True,
+        local: LocalKeys | None = None,
     ) -> Tensor:
-        """``x [B, L, width]`` (float64) -> ``[B, L, width]``; see :meth:`Attention.forward`."""
+        """``x [B, L, width]`` (float64) -> ``[B, L, width]``; see :meth:`Attention.forward` (``local``: not built)."""
+        if local is not None:
+            raise ConfigError("exact attention over local windows is not built (var local_scales > 0)")
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
         (qi, qs), (ki, ks), (vi, vs) = ((i.float(), s) for i, s in map(quantize_rows, (q, k, v)))
         if cache is not None:

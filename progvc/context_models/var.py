@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from progvc.context_models import CONTEXT_MODELS
 from progvc.context_models.base import ContextModel
 from progvc.context_models.common import StepState, check_inputs
-from progvc.context_models.transformer import Block, KVCache, block_causal_mask, sincos_2d
+from progvc.context_models.transformer import Block, KVCache, block_causal_mask, local_keys, sincos_2d
 from progvc.errors import ConfigError
 
 
@@ -37,12 +37,16 @@ class VARState(StepState):
     caches: list[KVCache] = field(default_factory=list)
     #: cached tokens after each step so far
     ends: list[int] = field(default_factory=list)
+    #: ``(h_k, w_k)`` of each step's scale so far
+    sizes: list[tuple[int, int]] = field(default_factory=list)
 
     def fork(self, scales: int) -> VARState:
         """A state as after the first ``scales`` steps, whose caches are views of this one's (see :meth:`StepState.fork`)."""
         length = self.ends[scales - 1] if scales else 0
         caches = [c.prefix(length) for c in self.caches]
-        return dataclasses.replace(super().fork(scales), caches=caches, ends=self.ends[:scales])
+        return dataclasses.replace(
+            super().fork(scales), caches=caches, ends=self.ends[:scales], sizes=self.sizes[:scales]
+        )
 
 
 @CONTEXT_MODELS.register("var")
@@ -67,9 +71,16 @@ class VARContextModel(ContextModel):
             their own tokens (0: every scale sees its own). At the finest scale, which has about
             half of a frame's tokens, this about halves the keys per query: attention, most of the
             coding time at large frames, costs about half as much there.
+        local_scales: the last ``local_scales`` scales are *local*: their tokens attend to every
+            token of the coarser, global scales and, in each local scale up to their own, to the
+            ``(2 window + 1)^2`` tokens around their position only
+            (:func:`~progvc.context_models.transformer.local_keys`). Their attention then costs
+            ``prefix + W`` keys per query instead of the whole frame's, so coding time grows
+            about linearly with the frame's area instead of with its square (0: none).
+        window: radius of the local windows, in tokens of each local scale.
     """
 
-    late_args = {"strict_scales": 0}
+    late_args = {"strict_scales": 0, "local_scales": 0, "window": 1}
 
     def __init__(
         self,
@@ -85,6 +96,8 @@ class VARContextModel(ContextModel):
         drop_path: float = 0.0,
         prev_dropout: float = 0.1,
         strict_scales: int = 0,
+        local_scales: int = 0,
+        window: int = 1,
     ) -> None:
         super().__init__(latent_dim, groups, alphabet, num_scales)
         if min(width, depth, heads) < 1 or mlp_ratio <= 0:
@@ -95,10 +108,16 @@ class VARContextModel(ContextModel):
             raise ConfigError(f"var: prev_dropout must lie in [0, 1], got {prev_dropout}")
         if not 0 <= strict_scales < num_scales:
             raise ConfigError(f"var: strict_scales must lie in [0, {num_scales - 1}], got {strict_scales}")
+        if not 0 <= local_scales < num_scales or window < 0:
+            raise ConfigError(
+                f"var: local_scales must lie in [0, {num_scales - 1}] and window be >= 0, got {local_scales}, {window}"
+            )
         self.width = width
         self.prev_dropout = prev_dropout
         #: the first scale that attends to coarser scales only (``num_scales``: none)
         self.strict_from = num_scales - strict_scales
+        #: the first local scale (``num_scales``: none) and the windows' radius
+        self.local_from, self.window = num_scales - local_scales, window
         self.cur_proj = nn.Linear(latent_dim, width)
         self.prev_proj = nn.Linear(latent_dim, width)
         self.no_prev = nn.Parameter(torch.zeros(width))
@@ -157,7 +176,8 @@ class VARContextModel(ContextModel):
         xs = [self._embed(k, c, None if prev is None else prev[k], keep_prev) for k, c in enumerate(cur)]
         lengths = [x.shape[1] for x in xs]
         x = torch.cat(xs, dim=1)
-        mask = block_causal_mask(lengths, x.device, strict_from=self.strict_from)
+        local = ([tuple(c.shape[-2:]) for c in cur], self.local_from, self.window)
+        mask = block_causal_mask(lengths, x.device, self.strict_from, local if self.local_from < len(cur) else None)
         for blk in self.blocks:
             x = blk(x, mask=mask)
         return list(self._logits(x).split(lengths, dim=1))
@@ -172,8 +192,12 @@ class VARContextModel(ContextModel):
         state.advance(k, cur_k)
         x = self._embed(k, cur_k, prev_k, None)
         own = k < self.strict_from
+        state.sizes.append(tuple(cur_k.shape[-2:]))
+        local = None
+        if k >= self.local_from:
+            local = local_keys(state.sizes, k, self.local_from, self.window, own)
         for blk, cache in zip(self.blocks, state.caches):
-            x = blk(x, cache=cache, own=own)
+            x = blk(x, cache=cache, own=own, local=local)
         state.ends.append(state.caches[0].length)
         return self._logits(x)
 
