@@ -364,6 +364,8 @@ def test_bench_coders_json(capsys):
     for row in result["path"]:
         assert row["path_vs_raw_encode"] > 0 and row["path_vs_raw_decode"] > 0
         assert row["grid_bits_per_token"] < row["exact_bits_per_token"] + 0.1
+    cold = result["cold"]  # one small tables call, warm and after a float64 product (machine-dependent ratio)
+    assert cold["shape"] == [16, 33] and cold["us_warm"] > 0 and cold["us_after_product"] > 0
     assert bench_main(["coders", "--coders", "nope"]) == 2
 
 

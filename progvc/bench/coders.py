@@ -23,6 +23,11 @@ A second table (``"segments"`` in the JSON) gives the fixed cost of a segment: t
 written minus ideal bytes over ``--segments`` small segments of ``--segment-tokens`` tokens each,
 per coder and kind, and for comparison ``range-untrimmed``, the same range coder with
 constriction's own flush (whole 32-bit words, no trimming).
+
+A third (``"cold"``) times one small tables call (``logits_to_tables`` of ``[16, 33]`` float64
+logits, the codec's coarsest scale) warm, in a loop, and cold, each time right after a float64
+matrix product of the context model's size (``[1500, 128] x [128, 512]``), as in the codec, where
+every scale's tables follow a context-model step: the fixed cost per call that a loop hides.
 """
 
 from __future__ import annotations
@@ -225,6 +230,27 @@ def segment_overhead(
     ]
 
 
+def cold_call(repeats: int = 200, clock: str = "cpu") -> dict:
+    """Median microseconds of one small ``logits_to_tables`` call, warm and right after a float64 product."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(16, 33, generator=generator, dtype=torch.float64)
+    out = torch.empty(16, 33)
+    a = torch.randn(1500, 128, generator=generator, dtype=torch.float64)
+    b = torch.randn(128, 512, generator=generator, dtype=torch.float64)
+    product = torch.empty(1500, 512, dtype=torch.float64)
+    tick = CLOCKS[clock]
+    times: dict[str, list[float]] = {"warm": [], "cold": []}
+    for label in times:
+        for _ in range(repeats):
+            if label == "cold":
+                torch.mm(a, b, out=product)
+            start = tick()
+            logits_to_tables(logits, out)
+            times[label].append(tick() - start)
+    warm, cold = (1e6 * statistics.median(times[label]) for label in ("warm", "cold"))
+    return {"shape": [16, 33], "us_warm": round(warm, 2), "us_after_product": round(cold, 2), "ratio": round(cold / warm, 2)}
+
+
 def format_table(rows: Sequence[dict]) -> str:
     """A readable table of benchmark rows, with the overhead over the ideal code length."""
     header = (
@@ -261,7 +287,7 @@ def main(argv: Sequence[str]) -> int:
         prog="python -m progvc.bench coders", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
-        "--json", action="store_true", help='print {"coders": [rows], "path": [rows], "segments": [rows]} as JSON'
+        "--json", action="store_true", help='print {"coders": [rows], "path": [rows], "segments": [rows], "cold": {...}} as JSON'
     )
     parser.add_argument("--tokens", type=int, default=1000, help="tokens per run (default 1000)")
     parser.add_argument(
@@ -295,8 +321,13 @@ def main(argv: Sequence[str]) -> int:
         for kind in KINDS
         for row in segment_overhead(kind, coders, args.segment_tokens, args.segments, args.seed)
     ]
+    cold = cold_call(clock=args.clock)
     if args.json:
-        print(json.dumps({"coders": rows, "path": path, "segments": segments}, indent=2))
+        print(json.dumps({"coders": rows, "path": path, "segments": segments, "cold": cold}, indent=2))
     else:
-        print(format_table(rows), format_path(path), format_segments(segments), sep="\n\n")
+        line = (
+            f"one tables call {cold['shape']}: {cold['us_warm']:.1f} us warm, "
+            f"{cold['us_after_product']:.1f} us right after a float64 product ({cold['ratio']:.1f}x)"
+        )
+        print(format_table(rows), format_path(path), format_segments(segments), line, sep="\n\n")
     return 0
