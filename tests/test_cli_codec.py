@@ -69,6 +69,15 @@ def test_truncate_then_decompress_every_format(files, capsys):
     )
 
 
+def test_decompress_with_bfloat16_pixels(files):
+    """--pixels bfloat16 decodes the same stream to pictures within a few levels of float32's."""
+    argv = ["decompress", files / "full.pgv", files / "bf16", "--model", files / "model.pt", "--quiet"]
+    assert cli(*argv, "--pixels", "bfloat16") == 0
+    got = read_video(files / "bf16")[0].astype(int)
+    want = codec().decompress((files / "full.pgv").read_bytes()).astype(int)
+    assert np.abs(got - want).max() <= 8 and np.abs(got - want).mean() < 1.0
+
+
 def test_info_text_and_json(files, capsys):
     capsys.readouterr()
     assert main(["info", str(files / "full.pgv"), "--json"]) == 0

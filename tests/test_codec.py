@@ -221,6 +221,20 @@ def test_a_context_model_with_local_windows_codes_streams():
     np.testing.assert_array_equal(c.decompress(data, synthesis="none"), c.reconstruct(clip(), gop=3))
 
 
+def test_bfloat16_pixels_change_only_the_pictures_shown():
+    """pixels="bfloat16": the same stream (the encoder's motion choice keeps float32 pixels), and the
+    decoder's pictures within a few levels of float32's, equal to ``reconstruct`` with the same setting."""
+    model = tiny_model("mssq", prediction="loops")
+    plain, fast = Codec(model), Codec(model, pixels="bfloat16")
+    data = plain.compress(clip(), gop=3)
+    assert fast.compress(clip(), gop=3) == data
+    got, want = fast.decompress(data).astype(int), plain.decompress(data).astype(int)
+    assert 0 < np.abs(got - want).max() <= 8 and np.abs(got - want).mean() < 1.0
+    np.testing.assert_array_equal(fast.decompress(data), fast.reconstruct(clip(), gop=3))
+    with pytest.raises(ConfigError, match="pixels"):
+        Codec(model, pixels="float16")
+
+
 def test_thread_counts_do_not_change_the_stream(tmp_path):
     """Encode with 2 threads here, decode with 1 in another process: the tokens come back exactly."""
     model = codec().model

@@ -395,8 +395,10 @@ def _chunk_bits(tables: torch.Tensor, symbols: np.ndarray) -> float:
     return float(-torch.log2(p).sum())
 
 
-def run_breakdown(model: CodecModel, sizes, threads, frames_per_run: int, repeats: int) -> list[dict]:
-    """One row per (size, thread count)."""
+def run_breakdown(
+    model: CodecModel, sizes, threads, frames_per_run: int, repeats: int, pixels: str = "float32"
+) -> list[dict]:
+    """One row per (size, thread count); ``pixels``: the tokenizer decoder's arithmetic (:class:`Codec`)."""
     rows = []
     before = torch.get_num_threads()
     try:
@@ -407,7 +409,7 @@ def run_breakdown(model: CodecModel, sizes, threads, frames_per_run: int, repeat
                 # one encoder pass per GOP (global motion would code a moving GOP twice) and every
                 # scale coded (no skip flags, whose gain `--skip both` measures): the breakdown is
                 # of the coding path per frame, one chunk per context-model step
-                codec = Codec(model, progress=False, motion="none", skip=False)
+                codec = Codec(model, progress=False, motion="none", skip=False, pixels=pixels)
                 row = breakdown(codec, frames, repeats)
                 rows.append({"size": label, "threads": n, "frames": frames_per_run, **row})
     finally:
@@ -479,6 +481,12 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(label for label, _, _ in CLIPS),
         help=f"comma-separated frame sizes to run, of {', '.join(label for label, _, _ in CLIPS)} (default: all)",
     )
+    parser.add_argument(
+        "--pixels",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="the tokenizer decoder's arithmetic (progvc.codec.Codec's pixels; default float32)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     wanted = args.sizes.split(",")
@@ -492,16 +500,16 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model)
     if args.breakdown:
         threads = (args.threads,) if args.threads else (1, 2)
-        rows = run_breakdown(model, sizes, threads, args.frames, args.repeats)
+        rows = run_breakdown(model, sizes, threads, args.frames, args.repeats, args.pixels)
         if args.json:
-            print(json.dumps({"model": args.model, "breakdown": rows}, indent=2))
+            print(json.dumps({"model": args.model, "pixels": args.pixels, "breakdown": rows}, indent=2))
         else:
             print(format_breakdown(rows))
         return 0
     threads = args.threads or 2
     torch.set_num_threads(threads)
     modes = ("on", "off") if args.skip == "both" else (args.skip,)
-    codecs = {mode: Codec(model, progress=False, skip=mode == "on") for mode in modes}
+    codecs = {mode: Codec(model, progress=False, skip=mode == "on", pixels=args.pixels) for mode in modes}
     rows = []
     for label, clip, crop in sizes:
         frames = load_frames(clip, crop, args.frames)
@@ -509,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
             timed = time_codec(codec, frames, args.repeats, args.frames)
             rows.append({"size": label, "frames": args.frames, "skip": mode, **timed})
     if args.json:
-        print(json.dumps({"threads": threads, "speed": rows}, indent=2))
+        print(json.dumps({"threads": threads, "pixels": args.pixels, "speed": rows}, indent=2))
     else:
         print(
             f"{'size':<9} {'skip':>4} {'encode fps':>10} {'decode fps':>10} {'bpp':>8} {'repeated':>8}"

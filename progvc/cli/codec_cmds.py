@@ -100,6 +100,13 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="how to fill the scales not used (default: the stream's)",
     )
     p.add_argument("--seed", type=int, help="synthesis seed (default: the stream's)")
+    p.add_argument(
+        "--pixels",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="arithmetic of the tokenizer's decoder, latents -> pixels: bfloat16 is about 1.7x faster "
+        "on CPUs with native bfloat16 products, within about a level of float32's pixels (default float32)",
+    )
     _limit_args(p)
     _common_args(p)
     p.set_defaults(func=_decompress)
@@ -270,7 +277,7 @@ def _decompress(args: argparse.Namespace) -> int:
     stream = parse(data, limits)  # validates the stream and its demands before the model is loaded
     header = stream.header
     limits.check(stream, args.layers, args.synthesis or header.synthesis.mode)
-    codec = _load_codec(args, limits, fingerprint=header.fingerprint)
+    codec = _load_codec(args, limits, fingerprint=header.fingerprint, pixels=args.pixels)
     gops = codec.iter_decompress(data, layers=args.layers, synthesis=args.synthesis, seed=args.seed)
     count = 0
 
