@@ -225,6 +225,7 @@ def test_evaluate_end_to_end(tiny_files, tmp_path, monkeypatch):
     assert "dists_weights.pt" in result.skipped["dists"] or "vgg16-397923af.pth" in result.skipped["dists"]
     saved = json.loads((out / "results.json").read_text())
     assert saved["metrics"] == ["psnr", "msssim", "haarpsi", "lpips"]
+    assert saved["settings"]["pixels"] == "float32"
     assert saved["anchors"]["x264"]["options"]["x264-params"].startswith("keyint=2:min-keyint=2")
     progvc = [p for p in saved["points"] if p["codec"] == "progvc-nosynth"]
     assert [p["bits"] for p in progvc] == sorted(p["bits"] for p in progvc)  # one stream, growing prefixes

@@ -135,6 +135,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         default="on",
         help="progvc's skip flags for predicted frames' all-zero scales (default on)",
     )
+    p.add_argument(
+        "--pixels",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="arithmetic of progvc's decoder to pixels (same streams; default float32)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_evaluate)
 
@@ -192,6 +198,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         size=args.size,
         motion=args.motion,
         skip=args.skip == "on",
+        pixels=args.pixels,
     )
     print(result.summary)
     print(f"\nwrote {len(result.files)} files to {args.out}")

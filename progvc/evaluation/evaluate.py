@@ -343,6 +343,7 @@ def evaluate(
     size: tuple[int, int] | None = None,
     motion: str = "global",
     skip: bool = True,
+    pixels: str = "float32",
 ) -> EvaluationResult:
     """Evaluate progvc against the anchors on ``videos`` and write the results into ``out``.
 
@@ -374,6 +375,7 @@ def evaluate(
             (:func:`~progvc.io.area_downscale`; e.g. an HD clip at the density of small video).
         motion: progvc's global motion, ``"global"`` or ``"none"`` (:mod:`progvc.codec.motion`).
         skip: progvc's skip flags (:mod:`progvc.codec.skip`).
+        pixels: the arithmetic of progvc's decoder to pixels (:class:`~progvc.codec.Codec`'s ``pixels``).
     """
     from progvc.codec import Codec, CodecModel
     from progvc.io import area_downscale, read_video
@@ -396,7 +398,7 @@ def evaluate(
     if model is not None:
         loaded = CodecModel.load(model)
         codecs = [
-            Codec(loaded, device=device, refine_steps=refine_steps, rdoq=r, motion=motion, skip=skip)
+            Codec(loaded, device=device, refine_steps=refine_steps, rdoq=r, motion=motion, skip=skip, pixels=pixels)
             for r in weights_rdoq
         ]
     modes = list(synthesis) if codecs else []
@@ -452,6 +454,7 @@ def evaluate(
             "rdoq": [c.rdoq for c in codecs] if len(codecs) > 1 else codecs[0].rdoq if codecs else None,
             "motion": codecs[0].motion if codecs else None,
             "skip": codecs[0].skip if codecs else None,
+            "pixels": codecs[0].pixels if codecs else None,
             "deadzone": getattr(codecs[0].model.tokenizer, "deadzone", None) if codecs else None,
         },
         "anchors": {a: get_anchor(a).describe(gop, bitrate=anchor_bpps is not None) for a in anchors},
