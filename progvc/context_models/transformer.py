@@ -98,7 +98,8 @@ def local_keys(
 
 #: gathered window keys and values per chunk of queries in :func:`local_attention`: 2 MiB of
 #: float64, so the temporaries stay below glibc's largest mmap threshold (32 MiB) and reuse heap
-#: memory; one tensor of a whole 352x288 scale's windows (44 MB) page-faults its way in at 4x the cost.
+#: memory; one tensor of a whole 352x288 scale's windows (44 MB) would be mapped fresh, page by
+#: page, on every call, which took several times longer than the gather itself.
 LOCAL_CHUNK_ELEMENTS = 1 << 18
 
 
