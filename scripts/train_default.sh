@@ -50,4 +50,13 @@ progvc fit --config recipes/default.yaml --model.init_from=progvc/weights/defaul
   --model.context_model.init_args.depth=2 --model.lr=3e-4 --model.warmup_steps=20 --trainer.max_steps=1500 \
   --trainer.default_root_dir=runs/fast $(resume runs/fast) $(budget "${CONTEXT_MINUTES:-}")
 export_model runs/fast/checkpoints/last.ckpt progvc/weights/fast.pt
+# then its two finest scales attend to the coarse scales and 3x3 windows of the fine ones
+# (local_scales=2), fine-tuned on 192x192 crops (batch 2), where a window covers as little of a
+# frame as at the sizes it is for
+progvc fit --config recipes/default.yaml --model.init_from=progvc/weights/fast.pt \
+  --model.context_model.init_args.depth=2 --model.context_model.init_args.local_scales=2 \
+  --model.context_model.init_args.window=1 --model.lr=3e-4 --model.warmup_steps=20 --trainer.max_steps=1500 \
+  --data.crop=192 --data.batch_size=2 --trainer.default_root_dir=runs/fast_local \
+  $(resume runs/fast_local) $(budget "${CONTEXT_MINUTES:-}")
+export_model runs/fast_local/checkpoints/last.ckpt progvc/weights/fast.pt
 echo "training took $(( $(date +%s) - start )) s"
